@@ -1,0 +1,605 @@
+//! Segment's HTTP tracking API: `/v1/batch` and the single-event calls
+//! (`track`, `page`, `screen`, `identify`, `group`, `alias`).
+//!
+//! A batch is accepted or rejected whole: if any event in it is invalid the request gets a 400
+//! naming the first bad event (`batch[3]: ...`) and nothing of it is stored. Segment's SDKs drop
+//! a batch on any 400 without retrying, so a partial accept could not be reported to them
+//! anyway, and an all-or-nothing rule keeps a batch one WAL record with one outcome.
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+
+use crate::enrich;
+use crate::error::{DecodeError, Result};
+use crate::time::{micros_to_days, parse_iso8601_micros};
+use crate::{MAX_BATCH_BYTES, MAX_EVENT_BYTES};
+
+/// The Segment call a body was posted to. Stored in WAL records, hence the stable codes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    Batch,
+    Single(EventType),
+}
+
+impl Endpoint {
+    /// Stable one-byte code, as stored in the WAL.
+    pub fn code(self) -> u8 {
+        match self {
+            Endpoint::Batch => 0,
+            Endpoint::Single(kind) => 1 + kind as u8,
+        }
+    }
+
+    pub fn from_code(code: u8) -> Option<Self> {
+        match code {
+            0 => Some(Endpoint::Batch),
+            _ => EventType::ALL
+                .get(usize::from(code) - 1)
+                .copied()
+                .map(Endpoint::Single),
+        }
+    }
+
+    /// Largest body this endpoint accepts, after decompression.
+    pub fn max_body_bytes(self) -> usize {
+        match self {
+            Endpoint::Batch => MAX_BATCH_BYTES,
+            Endpoint::Single(_) => MAX_EVENT_BYTES,
+        }
+    }
+}
+
+/// The six Segment call types.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum EventType {
+    Track = 0,
+    Page = 1,
+    Screen = 2,
+    Identify = 3,
+    Group = 4,
+    Alias = 5,
+}
+
+impl EventType {
+    pub const ALL: [EventType; 6] = [
+        EventType::Track,
+        EventType::Page,
+        EventType::Screen,
+        EventType::Identify,
+        EventType::Group,
+        EventType::Alias,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Track => "track",
+            EventType::Page => "page",
+            EventType::Screen => "screen",
+            EventType::Identify => "identify",
+            EventType::Group => "group",
+            EventType::Alias => "alias",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.as_str() == text)
+    }
+}
+
+/// What the ingest service observed about a request, beyond its body. Stored in the WAL
+/// beside the body so that a replay decodes to the same rows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestMeta {
+    /// When the request arrived, microseconds since the Unix epoch (UTC).
+    pub received_at_micros: i64,
+    /// The source the write key belongs to.
+    pub source: String,
+    /// The client's IP address as seen by the server, if known.
+    pub client_ip: Option<String>,
+    /// Random id of the request; message ids for events that lack one derive from it.
+    pub request_id: u128,
+}
+
+/// One canonical event: a row of the `events` table before it becomes Arrow.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Event {
+    pub message_id: String,
+    pub kind: Option<EventType>,
+    pub event: Option<String>,
+    pub timestamp: i64,
+    pub received_at: i64,
+    pub sent_at: Option<i64>,
+    pub source: String,
+    pub anonymous_id: Option<String>,
+    pub user_id: Option<String>,
+    pub session_id: Option<String>,
+    pub group_id: Option<String>,
+    pub previous_id: Option<String>,
+    pub page_url: Option<String>,
+    pub page_path: Option<String>,
+    pub page_title: Option<String>,
+    pub page_referrer: Option<String>,
+    pub referrer_host: Option<String>,
+    pub utm: [Option<String>; 5],
+    pub user_agent: Option<String>,
+    pub browser: Option<String>,
+    pub os: Option<String>,
+    pub device_type: Option<String>,
+    pub is_bot: Option<bool>,
+    pub ip: Option<String>,
+    pub locale: Option<String>,
+    pub properties: Option<String>,
+    pub traits: Option<String>,
+    pub context: Option<String>,
+    /// Days since the epoch of `timestamp` (the partition).
+    pub event_date: i32,
+}
+
+#[derive(Deserialize)]
+struct BatchEnvelope<'a> {
+    #[serde(borrow)]
+    batch: Option<Vec<&'a RawValue>>,
+    context: Option<Value>,
+    #[serde(rename = "sentAt")]
+    sent_at: Option<Value>,
+    #[serde(rename = "writeKey")]
+    write_key: Option<Value>,
+}
+
+/// A request body that parsed as JSON of the right overall shape, not yet validated event by
+/// event. Separate from [`ParsedBody::into_events`] so the caller can authenticate with a
+/// `writeKey` from the body before the events are built for that source.
+pub struct ParsedBody {
+    events: Vec<(String, Map<String, Value>)>,
+    implied_type: Option<EventType>,
+    batch_context: Option<Map<String, Value>>,
+    batch_sent_at: Option<Value>,
+    write_key: Option<String>,
+}
+
+impl ParsedBody {
+    pub fn parse(endpoint: Endpoint, body: &[u8]) -> Result<Self> {
+        match endpoint {
+            Endpoint::Batch => Self::parse_batch(body),
+            Endpoint::Single(kind) => {
+                if body.len() > MAX_EVENT_BYTES {
+                    return Err(DecodeError::EventTooLarge {
+                        location: kind.as_str().to_owned(),
+                        size: body.len(),
+                        limit: MAX_EVENT_BYTES,
+                    });
+                }
+                let object = parse_object(body, kind.as_str())?;
+                let write_key = string_field(&object, "writeKey", "body")?;
+                Ok(Self {
+                    events: vec![(kind.as_str().to_owned(), object)],
+                    implied_type: Some(kind),
+                    batch_context: None,
+                    batch_sent_at: None,
+                    write_key,
+                })
+            }
+        }
+    }
+
+    fn parse_batch(body: &[u8]) -> Result<Self> {
+        let envelope: BatchEnvelope<'_> =
+            serde_json::from_slice(body).map_err(|err| DecodeError::InvalidJson(err.to_string()))?;
+        let raw_events = envelope
+            .batch
+            .ok_or_else(|| DecodeError::invalid("body", "\"batch\" array is required"))?;
+        if raw_events.is_empty() {
+            return Err(DecodeError::EmptyBatch);
+        }
+        let mut events = Vec::with_capacity(raw_events.len());
+        for (index, raw) in raw_events.into_iter().enumerate() {
+            let location = format!("batch[{index}]");
+            let text = raw.get();
+            if text.len() > MAX_EVENT_BYTES {
+                return Err(DecodeError::EventTooLarge {
+                    location,
+                    size: text.len(),
+                    limit: MAX_EVENT_BYTES,
+                });
+            }
+            let object = parse_object(text.as_bytes(), &location)?;
+            events.push((location, object));
+        }
+        let batch_context = match envelope.context {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(map)) => Some(map),
+            Some(_) => return Err(DecodeError::invalid("body", "\"context\" must be an object")),
+        };
+        let write_key = match envelope.write_key {
+            None | Some(Value::Null) => None,
+            Some(Value::String(key)) => Some(key),
+            Some(_) => return Err(DecodeError::invalid("body", "\"writeKey\" must be a string")),
+        };
+        Ok(Self {
+            events,
+            implied_type: None,
+            batch_context,
+            batch_sent_at: envelope.sent_at,
+            write_key,
+        })
+    }
+
+    /// The `writeKey` the body carries, if any.
+    pub fn write_key(&self) -> Option<&str> {
+        self.write_key.as_deref()
+    }
+
+    /// Number of events in the body.
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// Validates every event and builds the canonical rows; fails on the first bad event.
+    pub fn into_events(self, meta: &RequestMeta) -> Result<Vec<Event>> {
+        let batch_sent_at = optional_timestamp(self.batch_sent_at.as_ref(), "body", "sentAt")?;
+        let mut out = Vec::with_capacity(self.events.len());
+        for (index, (location, object)) in self.events.into_iter().enumerate() {
+            out.push(build_event(
+                meta,
+                index,
+                &location,
+                object,
+                self.implied_type,
+                self.batch_context.as_ref(),
+                batch_sent_at,
+            )?);
+        }
+        Ok(out)
+    }
+}
+
+/// Decodes a whole body for `meta.source`: the pure function the WAL replay relies on.
+pub fn decode(meta: &RequestMeta, endpoint: Endpoint, body: &[u8]) -> Result<Vec<Event>> {
+    ParsedBody::parse(endpoint, body)?.into_events(meta)
+}
+
+fn parse_object(bytes: &[u8], location: &str) -> Result<Map<String, Value>> {
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(DecodeError::invalid(location, "event must be a JSON object")),
+        Err(err) => Err(DecodeError::InvalidJson(format!("{location}: {err}"))),
+    }
+}
+
+/// A string field; numbers are accepted and kept as their decimal text (some SDKs send numeric
+/// user ids); an empty string counts as absent.
+fn string_field(object: &Map<String, Value>, key: &str, location: &str) -> Result<Option<String>> {
+    match object.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) if text.is_empty() => Ok(None),
+        Some(Value::String(text)) => Ok(Some(text.clone())),
+        Some(Value::Number(number)) => Ok(Some(number.to_string())),
+        Some(_) => Err(DecodeError::invalid(
+            location,
+            format!("\"{key}\" must be a string"),
+        )),
+    }
+}
+
+fn object_field<'a>(
+    object: &'a Map<String, Value>,
+    key: &str,
+    location: &str,
+) -> Result<Option<&'a Map<String, Value>>> {
+    match object.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(map)) => Ok(Some(map)),
+        Some(_) => Err(DecodeError::invalid(
+            location,
+            format!("\"{key}\" must be an object"),
+        )),
+    }
+}
+
+fn optional_timestamp(value: Option<&Value>, location: &str, key: &str) -> Result<Option<i64>> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) => parse_iso8601_micros(text).map(Some).ok_or_else(|| {
+            DecodeError::invalid(
+                location,
+                format!("\"{key}\" is not an ISO-8601 timestamp: {text:?}"),
+            )
+        }),
+        Some(_) => Err(DecodeError::invalid(
+            location,
+            format!("\"{key}\" must be an ISO-8601 timestamp string"),
+        )),
+    }
+}
+
+fn nested_str(object: Option<&Map<String, Value>>, key: &str) -> Option<String> {
+    match object?.get(key)? {
+        Value::String(text) if !text.is_empty() => Some(text.clone()),
+        _ => None,
+    }
+}
+
+fn build_event(
+    meta: &RequestMeta,
+    index: usize,
+    location: &str,
+    object: Map<String, Value>,
+    implied_type: Option<EventType>,
+    batch_context: Option<&Map<String, Value>>,
+    batch_sent_at: Option<i64>,
+) -> Result<Event> {
+    let kind = match implied_type {
+        Some(kind) => kind,
+        None => match object.get("type") {
+            Some(Value::String(text)) => EventType::parse(text).ok_or_else(|| {
+                DecodeError::invalid(
+                    location,
+                    format!(
+                        "unknown \"type\" {text:?}; expected track, page, screen, identify, group or alias"
+                    ),
+                )
+            })?,
+            None | Some(Value::Null) => {
+                return Err(DecodeError::invalid(location, "\"type\" is required"));
+            }
+            Some(_) => return Err(DecodeError::invalid(location, "\"type\" must be a string")),
+        },
+    };
+
+    let user_id = string_field(&object, "userId", location)?;
+    let anonymous_id = string_field(&object, "anonymousId", location)?;
+    if user_id.is_none() && anonymous_id.is_none() {
+        return Err(DecodeError::invalid(
+            location,
+            "either \"userId\" or \"anonymousId\" is required",
+        ));
+    }
+    let event_name = match kind {
+        EventType::Track => Some(string_field(&object, "event", location)?.ok_or_else(|| {
+            DecodeError::invalid(location, "track call requires \"event\"")
+        })?),
+        EventType::Page | EventType::Screen => string_field(&object, "name", location)?,
+        _ => None,
+    };
+    let group_id = string_field(&object, "groupId", location)?;
+    if kind == EventType::Group && group_id.is_none() {
+        return Err(DecodeError::invalid(location, "group call requires \"groupId\""));
+    }
+    let previous_id = string_field(&object, "previousId", location)?;
+    if kind == EventType::Alias && previous_id.is_none() {
+        return Err(DecodeError::invalid(location, "alias call requires \"previousId\""));
+    }
+    let message_id = match string_field(&object, "messageId", location)? {
+        Some(id) => id,
+        None => uuid::Uuid::from_u128(meta.request_id.wrapping_add(index as u128)).to_string(),
+    };
+
+    let client_timestamp = match optional_timestamp(object.get("timestamp"), location, "timestamp")? {
+        Some(ts) => Some(ts),
+        None => optional_timestamp(object.get("originalTimestamp"), location, "originalTimestamp")?,
+    };
+    let sent_at = optional_timestamp(object.get("sentAt"), location, "sentAt")?.or(batch_sent_at);
+    // Clock-skew correction: the client's clock is off by (sent_at - received_at), so shift the
+    // event time by the same amount. Without a client timestamp the receive time is the best
+    // estimate of when the event happened.
+    let timestamp = match (client_timestamp, sent_at) {
+        (Some(ts), Some(sent)) => meta.received_at_micros - (sent - ts),
+        (Some(ts), None) => ts,
+        (None, _) => meta.received_at_micros,
+    };
+
+    let properties = object_field(&object, "properties", location)?;
+    let traits = object_field(&object, "traits", location)?;
+    let event_context = object_field(&object, "context", location)?;
+    object_field(&object, "integrations", location)?;
+
+    // Batch-level context is the default for every event; keys the event sets win.
+    let context: Option<Map<String, Value>> = match (batch_context, event_context) {
+        (None, None) => None,
+        (Some(base), None) => Some(base.clone()),
+        (None, Some(own)) => Some(own.clone()),
+        (Some(base), Some(own)) => {
+            let mut merged = base.clone();
+            merged.extend(own.iter().map(|(k, v)| (k.clone(), v.clone())));
+            Some(merged)
+        }
+    };
+    let context_ref = context.as_ref();
+    let page = context_ref.and_then(|c| c.get("page")).and_then(Value::as_object);
+    let campaign = context_ref
+        .and_then(|c| c.get("campaign"))
+        .and_then(Value::as_object);
+
+    // A page call describes the page in its properties; other calls in context.page.
+    let page_field = |key: &str| -> Option<String> {
+        let from_properties = if kind == EventType::Page {
+            nested_str(properties, key)
+        } else {
+            None
+        };
+        from_properties.or_else(|| nested_str(page, key))
+    };
+    let page_url = page_field("url");
+    let page_path = page_field("path").or_else(|| page_url.as_deref().and_then(enrich::url_path));
+    let page_title = page_field("title");
+    let page_referrer = page_field("referrer");
+    let referrer_host = page_referrer.as_deref().and_then(enrich::referrer_host);
+
+    let mut utm = page_url
+        .as_deref()
+        .map(enrich::utm_from_url)
+        .unwrap_or_default();
+    for (slot, key) in ["source", "medium", "name", "term", "content"].iter().enumerate() {
+        if let Some(value) = nested_str(campaign, key) {
+            utm[slot] = Some(value);
+        }
+    }
+
+    let ip = nested_str(context_ref, "ip").or_else(|| meta.client_ip.clone());
+    let to_json = |map: Option<&Map<String, Value>>| {
+        map.map(|m| serde_json::to_string(m).expect("a JSON map always serializes"))
+    };
+
+    Ok(Event {
+        message_id,
+        kind: Some(kind),
+        event: event_name,
+        timestamp,
+        received_at: meta.received_at_micros,
+        sent_at,
+        source: meta.source.clone(),
+        anonymous_id,
+        user_id,
+        session_id: nested_str(context_ref, "sessionId"),
+        group_id,
+        previous_id,
+        page_url,
+        page_path,
+        page_title,
+        page_referrer,
+        referrer_host,
+        utm,
+        user_agent: nested_str(context_ref, "userAgent"),
+        browser: None,
+        os: None,
+        device_type: None,
+        is_bot: None,
+        ip,
+        locale: nested_str(context_ref, "locale"),
+        properties: to_json(properties),
+        traits: to_json(traits).or_else(|| to_json(context_ref.and_then(|c| c.get("traits")).and_then(Value::as_object))),
+        context: to_json(context_ref),
+        event_date: micros_to_days(timestamp),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta() -> RequestMeta {
+        RequestMeta {
+            received_at_micros: 1_704_164_645_000_000, // 2024-01-02T03:04:05Z
+            source: "web".into(),
+            client_ip: Some("192.0.2.7".into()),
+            request_id: 42,
+        }
+    }
+
+    fn decode_err(endpoint: Endpoint, body: &str) -> String {
+        decode(&meta(), endpoint, body.as_bytes())
+            .expect_err("should be rejected")
+            .to_string()
+    }
+
+    #[test]
+    fn endpoint_codes_round_trip() {
+        for endpoint in std::iter::once(Endpoint::Batch)
+            .chain(EventType::ALL.into_iter().map(Endpoint::Single))
+        {
+            assert_eq!(Endpoint::from_code(endpoint.code()), Some(endpoint));
+        }
+        assert_eq!(Endpoint::from_code(7), None);
+    }
+
+    #[test]
+    fn decodes_a_batch_with_context_merge_and_skew() {
+        let body = r#"{
+            "batch": [
+                {"type": "track", "event": "Signed Up", "userId": "u1", "messageId": "m1",
+                 "timestamp": "2024-01-02T04:04:00Z", "properties": {"plan": "pro"},
+                 "context": {"locale": "de-DE"}},
+                {"type": "page", "anonymousId": "a1", "name": "Home",
+                 "properties": {"url": "https://shop.example/home?utm_source=news", "referrer": "https://www.google.com/"}}
+            ],
+            "context": {"ip": "203.0.113.9", "locale": "en-US"},
+            "sentAt": "2024-01-02T04:04:05Z"
+        }"#;
+        let events = decode(&meta(), Endpoint::Batch, body.as_bytes()).unwrap();
+        assert_eq!(events.len(), 2);
+        let track = &events[0];
+        assert_eq!(track.kind, Some(EventType::Track));
+        assert_eq!(track.event.as_deref(), Some("Signed Up"));
+        assert_eq!(track.message_id, "m1");
+        // Client clock one hour ahead: sent 04:04:05 but received 03:04:05, so the event at
+        // 04:04:00 really happened at 03:04:00.
+        assert_eq!(track.timestamp, 1_704_164_640_000_000);
+        assert_eq!(track.locale.as_deref(), Some("de-DE"));
+        assert_eq!(track.ip.as_deref(), Some("203.0.113.9"));
+        assert_eq!(track.properties.as_deref(), Some(r#"{"plan":"pro"}"#));
+        let page = &events[1];
+        assert_eq!(page.event.as_deref(), Some("Home"));
+        assert_eq!(page.page_path.as_deref(), Some("/home"));
+        assert_eq!(page.referrer_host.as_deref(), Some("google.com"));
+        assert_eq!(page.utm[0].as_deref(), Some("news"));
+        assert_eq!(page.locale.as_deref(), Some("en-US"));
+        // No client timestamp: receive time.
+        assert_eq!(page.timestamp, meta().received_at_micros);
+        assert_eq!(page.message_id, uuid::Uuid::from_u128(43).to_string());
+    }
+
+    #[test]
+    fn rejects_bad_events_with_their_location() {
+        let cases = [
+            (Endpoint::Batch, "{", "invalid JSON"),
+            (Endpoint::Batch, r#"{"batch": []}"#, "batch is empty"),
+            (Endpoint::Batch, r#"{"nope": 1}"#, "\"batch\" array is required"),
+            (
+                Endpoint::Batch,
+                r#"{"batch": [{"type": "track", "event": "x", "userId": "u"}, {"type": "track", "userId": "u"}]}"#,
+                "batch[1]: track call requires \"event\"",
+            ),
+            (
+                Endpoint::Single(EventType::Track),
+                r#"{"event": "x"}"#,
+                "either \"userId\" or \"anonymousId\" is required",
+            ),
+            (
+                Endpoint::Single(EventType::Track),
+                r#"{"event": "x", "userId": "u", "timestamp": 42}"#,
+                "\"timestamp\" must be an ISO-8601 timestamp string",
+            ),
+            (
+                Endpoint::Single(EventType::Identify),
+                r#"{"userId": "u", "traits": [1]}"#,
+                "\"traits\" must be an object",
+            ),
+            (
+                Endpoint::Batch,
+                r#"{"batch": [{"type": "purchase", "userId": "u"}]}"#,
+                "unknown \"type\"",
+            ),
+            (Endpoint::Single(EventType::Page), "[1]", "event must be a JSON object"),
+        ];
+        for (endpoint, body, expected) in cases {
+            let message = decode_err(endpoint, body);
+            assert!(message.contains(expected), "{body}: {message}");
+        }
+    }
+
+    #[test]
+    fn rejects_an_oversize_event_inside_a_batch() {
+        let big = "x".repeat(MAX_EVENT_BYTES);
+        let body = format!(
+            r#"{{"batch": [{{"type": "track", "event": "e", "userId": "u", "properties": {{"p": "{big}"}}}}]}}"#
+        );
+        let err = decode(&meta(), Endpoint::Batch, body.as_bytes()).unwrap_err();
+        assert!(err.is_too_large(), "{err}");
+        assert!(err.to_string().starts_with("batch[0]"), "{err}");
+    }
+
+    #[test]
+    fn decoding_is_deterministic() {
+        let body = br#"{"batch": [{"type": "identify", "userId": "u", "traits": {"a": 1}}]}"#;
+        assert_eq!(
+            decode(&meta(), Endpoint::Batch, body).unwrap(),
+            decode(&meta(), Endpoint::Batch, body).unwrap()
+        );
+    }
+}

@@ -1,0 +1,235 @@
+//! [`Ingester`]: decode → WAL → buffer on the request path, and the flush loop into the table.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::compute::concat_batches;
+use arrow::record_batch::RecordBatch;
+use logektor_event::segment::ParsedBody;
+use logektor_event::{DecodeError, Endpoint, RequestMeta, decode, schema, to_record_batch};
+use logektor_table::{EventTable, TableLocation};
+use logektor_wal::{Wal, WalConfig};
+use tokio::sync::{Mutex, Notify, watch};
+use tracing::{error, info, warn};
+
+use crate::buffer::Buffer;
+use crate::record::IngestRecord;
+
+/// When the buffer is written to the table.
+#[derive(Debug, Clone)]
+pub struct FlushConfig {
+    /// Flush when the oldest buffered event is this old (and at most this often when idle).
+    pub interval: Duration,
+    /// Flush when this many rows are buffered.
+    pub max_rows: usize,
+    /// Flush when the buffered batches take this many bytes.
+    pub max_bytes: usize,
+    /// Refuse new requests (503, Retry-After) while the buffer holds more than this, which
+    /// happens only when flushes fail or cannot keep up.
+    pub max_buffer_bytes: usize,
+}
+
+impl Default for FlushConfig {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(1),
+            max_rows: 250_000,
+            max_bytes: 128 * 1024 * 1024,
+            max_buffer_bytes: 512 * 1024 * 1024,
+        }
+    }
+}
+
+/// Everything the write path needs.
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    pub table: TableLocation,
+    pub wal: WalConfig,
+    pub flush: FlushConfig,
+    /// This writer's name in the table's application transactions; stable across restarts.
+    pub app_id: String,
+}
+
+/// Why an ingest request was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error(transparent)]
+    Invalid(#[from] DecodeError),
+    #[error("the server is over capacity ({buffered_bytes} bytes waiting to be written); retry later")]
+    Overloaded { buffered_bytes: usize },
+    #[error("the write-ahead log is unavailable: {0}")]
+    Wal(#[from] logektor_wal::Error),
+}
+
+/// The write path. Cheap to share: hold it in an `Arc`.
+pub struct Ingester {
+    wal: Wal<RecordBatch>,
+    buffer: Arc<Buffer>,
+    table: Mutex<EventTable>,
+    flush: FlushConfig,
+    wake_flusher: Notify,
+}
+
+impl Ingester {
+    /// Opens the table and the WAL and replays what the table does not hold yet.
+    pub async fn open(config: IngestConfig) -> Result<Arc<Self>, OpenError> {
+        let table = EventTable::open_or_create(&config.table, &config.app_id).await?;
+        let committed = table.committed_seq();
+        let buffer = Arc::new(Buffer::new(table.snapshot()));
+        let sink = Arc::clone(&buffer);
+        let (wal, replay) = Wal::open(config.wal.clone(), committed, move |items| sink.push(items))?;
+        let replayed = replay.len();
+        let mut replay_rows = 0;
+        for record in replay {
+            let ingest = IngestRecord::decode(&record.payload).map_err(|reason| OpenError::Replay {
+                seq: record.seq,
+                reason,
+            })?;
+            let events = decode(&ingest.meta, ingest.endpoint, &ingest.body).map_err(|err| {
+                OpenError::Replay {
+                    seq: record.seq,
+                    reason: err.to_string(),
+                }
+            })?;
+            replay_rows += events.len();
+            buffer.push([(record.seq, to_record_batch(&events))]);
+        }
+        info!(
+            committed_seq = committed,
+            table_version = ?table.version(),
+            replayed_records = replayed,
+            replayed_events = replay_rows,
+            "ingest opened"
+        );
+        Ok(Arc::new(Self {
+            wal,
+            buffer,
+            table: Mutex::new(table),
+            flush: config.flush,
+            wake_flusher: Notify::new(),
+        }))
+    }
+
+    /// The queryable buffer (an [`logektor_query::EventsSource`]).
+    pub fn buffer(&self) -> Arc<Buffer> {
+        Arc::clone(&self.buffer)
+    }
+
+    pub fn wal_stats(&self) -> &logektor_wal::WalStats {
+        self.wal.stats()
+    }
+
+    /// Parses a body far enough to read its `writeKey` and count its events.
+    pub fn parse(endpoint: Endpoint, body: &[u8]) -> Result<ParsedBody, IngestError> {
+        Ok(ParsedBody::parse(endpoint, body)?)
+    }
+
+    /// Validates and stores one request. Returns the number of events once they are durable
+    /// and visible to queries. Nothing is stored if any event is invalid.
+    pub async fn ingest(
+        &self,
+        meta: RequestMeta,
+        endpoint: Endpoint,
+        parsed: ParsedBody,
+        body: Vec<u8>,
+    ) -> Result<usize, IngestError> {
+        let stats = self.buffer.stats();
+        if stats.bytes > self.flush.max_buffer_bytes {
+            self.wake_flusher.notify_one();
+            return Err(IngestError::Overloaded {
+                buffered_bytes: stats.bytes,
+            });
+        }
+        let events = parsed.into_events(&meta)?;
+        let count = events.len();
+        let batch = to_record_batch(&events);
+        let payload = IngestRecord {
+            meta,
+            endpoint,
+            body,
+        }
+        .encode();
+        self.wal.append(payload, batch).await?;
+        let stats = self.buffer.stats();
+        if stats.rows >= self.flush.max_rows || stats.bytes >= self.flush.max_bytes {
+            self.wake_flusher.notify_one();
+        }
+        Ok(count)
+    }
+
+    /// Flushes on the configured triggers until `shutdown` turns true, then flushes what is
+    /// left. Run it on a runtime that does not serve requests: it encodes Parquet.
+    pub async fn run_flusher(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let tick = (self.flush.interval / 4).max(Duration::from_millis(10));
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(tick) => {}
+                _ = self.wake_flusher.notified() => {}
+                _ = shutdown.changed() => {}
+            }
+            if *shutdown.borrow() {
+                break;
+            }
+            let stats = self.buffer.stats();
+            let due = stats.oldest.is_some_and(|t| t.elapsed() >= self.flush.interval)
+                || stats.rows >= self.flush.max_rows
+                || stats.bytes >= self.flush.max_bytes;
+            if due && let Err(err) = self.flush_now().await {
+                // The batches stay buffered (and in the WAL); the next tick tries again.
+                error!(error = %err, "flush failed; will retry");
+                tokio::time::sleep(self.flush.interval).await;
+            }
+        }
+        if let Err(err) = self.flush_now().await {
+            error!(error = %err, "final flush failed; the WAL still holds every acknowledged event");
+        }
+    }
+
+    /// Writes everything buffered to the table now. Returns the number of rows written.
+    pub async fn flush_now(&self) -> Result<usize, logektor_table::Error> {
+        let mut table = self.table.lock().await;
+        let Some((batches, through)) = self.buffer.pending() else {
+            return Ok(0);
+        };
+        let batch = concat_batches(&schema::events_schema(), &batches)?;
+        let rows = batch.num_rows();
+        let started = std::time::Instant::now();
+        match table.append(&batch, through).await {
+            Ok(version) => {
+                info!(rows, through_seq = through, version, elapsed_ms = started.elapsed().as_millis() as u64, "flushed");
+            }
+            Err(err) => {
+                // The commit may have landed even though we saw an error (e.g. a timeout after
+                // the log write). Re-read the table's record of our position before retrying,
+                // so rows are never committed twice.
+                warn!(error = %err, "commit failed; checking whether it landed");
+                *table = table.reopen().await?;
+                if table.committed_seq() < through {
+                    return Err(err);
+                }
+            }
+        }
+        self.buffer.install_snapshot(table.snapshot());
+        if let Err(err) = self.wal.remove_through(table.committed_seq()).await {
+            warn!(error = %err, "could not delete committed WAL segments; will retry after the next flush");
+        }
+        Ok(rows)
+    }
+
+    /// Flushes what is buffered and stops the WAL. Call after the HTTP server has drained.
+    pub async fn shutdown(self: Arc<Self>) -> Result<(), logektor_table::Error> {
+        self.flush_now().await?;
+        Ok(())
+    }
+}
+
+/// Why the write path could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Table(#[from] logektor_table::Error),
+    #[error(transparent)]
+    Wal(#[from] logektor_wal::Error),
+    #[error("WAL record {seq} cannot be replayed: {reason}")]
+    Replay { seq: u64, reason: String },
+}

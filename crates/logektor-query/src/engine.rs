@@ -1,0 +1,220 @@
+//! Running one read-only SQL statement against a consistent view of the events.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+use futures::StreamExt;
+use logektor_table::TableSnapshot;
+use tokio::time::Instant;
+
+use crate::error::{QueryError, Result};
+use crate::provider::EventsProvider;
+
+/// A consistent view: a table snapshot and the buffered batches that snapshot does not hold.
+#[derive(Clone, Default)]
+pub struct EventsView {
+    pub table: TableSnapshot,
+    pub buffered: Vec<RecordBatch>,
+}
+
+/// Whoever holds the events hands out consistent views of them.
+pub trait EventsSource: Send + Sync {
+    fn view(&self) -> EventsView;
+}
+
+/// A fixed view, for offline queries.
+pub struct StaticSource(pub EventsView);
+
+impl EventsSource for StaticSource {
+    fn view(&self) -> EventsView {
+        self.0.clone()
+    }
+}
+
+/// Limits and tuning of the query engine.
+#[derive(Debug, Clone)]
+pub struct QueryConfig {
+    /// Wall-clock limit for planning and running one query.
+    pub timeout: Duration,
+    /// Memory pool shared by all running queries; a query that needs more fails (no spilling).
+    pub memory_limit: usize,
+    /// Cap on the in-memory size of one query's result.
+    pub max_result_bytes: usize,
+    /// DataFusion's target partitions (parallelism per query).
+    pub target_partitions: usize,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(30),
+            memory_limit: 1024 * 1024 * 1024,
+            max_result_bytes: 1024 * 1024 * 1024,
+            target_partitions: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        }
+    }
+}
+
+/// Runs SQL over an [`EventsSource`].
+pub struct QueryEngine {
+    config: QueryConfig,
+    runtime: Arc<RuntimeEnv>,
+    source: Arc<dyn EventsSource>,
+}
+
+impl QueryEngine {
+    pub fn new(config: QueryConfig, source: Arc<dyn EventsSource>) -> Result<Self> {
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_limit(config.memory_limit, 1.0)
+            // No spilling: the query path writes nothing, not even temporary files.
+            .with_disk_manager_builder(DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled))
+            .build_arc()
+            .map_err(|err| QueryError::Internal(err.to_string()))?;
+        Ok(Self {
+            config,
+            runtime,
+            source,
+        })
+    }
+
+    pub fn config(&self) -> &QueryConfig {
+        &self.config
+    }
+
+    fn session(&self) -> SessionContext {
+        let mut config = SessionConfig::new()
+            .with_target_partitions(self.config.target_partitions)
+            .with_information_schema(true);
+        let options = config.options_mut();
+        options.execution.parquet.pushdown_filters = true;
+        options.execution.parquet.reorder_filters = true;
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_runtime_env(Arc::clone(&self.runtime))
+            .with_default_features()
+            .build();
+        SessionContext::new_with_state(state)
+    }
+
+    /// Plans `sql` against a fresh view and starts executing it.
+    pub async fn execute(&self, sql: &str) -> Result<QueryStream> {
+        let deadline = Instant::now() + self.config.timeout;
+        let timeout = self.config.timeout;
+        match tokio::time::timeout_at(deadline, self.plan_and_start(sql)).await {
+            Ok(Ok(stream)) => Ok(QueryStream {
+                schema: stream.schema(),
+                stream,
+                deadline,
+                timeout,
+                memory_limit: self.config.memory_limit,
+                max_result_bytes: self.config.max_result_bytes,
+                result_bytes: 0,
+            }),
+            Ok(Err(err)) => Err(err),
+            Err(_) => Err(QueryError::Timeout {
+                seconds: timeout.as_secs_f64(),
+            }),
+        }
+    }
+
+    async fn plan_and_start(&self, sql: &str) -> Result<SendableRecordBatchStream> {
+        let ctx = self.session();
+        let view = self.source.view();
+        let internal = |err: &dyn std::fmt::Display| QueryError::Internal(err.to_string());
+        let table = view
+            .table
+            .provider(&ctx.state())
+            .await
+            .map_err(|err| internal(&err))?;
+        let provider = EventsProvider::try_new(table, view.buffered, TableSnapshot::canonical_schema())
+            .map_err(|err| internal(&err))?;
+        ctx.register_table("events", Arc::new(provider))
+            .map_err(|err| internal(&err))?;
+
+        let options = SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false);
+        let memory_limit = self.config.memory_limit;
+        let frame = ctx
+            .sql_with_options(sql, options)
+            .await
+            .map_err(|err| classify_planning_error(err, memory_limit))?;
+        frame
+            .execute_stream()
+            .await
+            .map_err(|err| QueryError::from_datafusion(err, memory_limit))
+    }
+}
+
+/// DataFusion reports refused statement kinds as plan errors; name them as refusals.
+fn classify_planning_error(err: datafusion::error::DataFusionError, memory_limit: usize) -> QueryError {
+    let message = err.find_root().to_string();
+    for kind in ["DDL not supported", "DML not supported", "Statement not supported"] {
+        if message.contains(kind) {
+            return QueryError::NotAllowed(format!(
+                "only queries are allowed (no DDL, DML, COPY or SET): {}",
+                message.trim_start_matches("Error during planning: ")
+            ));
+        }
+    }
+    QueryError::from_datafusion(err, memory_limit)
+}
+
+/// A running query: batches with the time and size limits applied.
+pub struct QueryStream {
+    schema: SchemaRef,
+    stream: SendableRecordBatchStream,
+    deadline: Instant,
+    timeout: Duration,
+    memory_limit: usize,
+    max_result_bytes: usize,
+    result_bytes: usize,
+}
+
+impl QueryStream {
+    pub fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    /// The next batch, `None` at the end.
+    pub async fn next_batch(&mut self) -> Option<Result<RecordBatch>> {
+        let next = match tokio::time::timeout_at(self.deadline, self.stream.next()).await {
+            Ok(next) => next?,
+            Err(_) => {
+                return Some(Err(QueryError::Timeout {
+                    seconds: self.timeout.as_secs_f64(),
+                }));
+            }
+        };
+        Some(match next {
+            Ok(batch) => {
+                self.result_bytes += batch.get_array_memory_size();
+                if self.result_bytes > self.max_result_bytes {
+                    Err(QueryError::ResultTooLarge {
+                        limit_bytes: self.max_result_bytes,
+                    })
+                } else {
+                    Ok(batch)
+                }
+            }
+            Err(err) => Err(QueryError::from_datafusion(err, self.memory_limit)),
+        })
+    }
+
+    /// Collects the whole result (for small results and the CLI).
+    pub async fn collect(mut self) -> Result<Vec<RecordBatch>> {
+        let mut batches = Vec::new();
+        while let Some(batch) = self.next_batch().await {
+            batches.push(batch?);
+        }
+        Ok(batches)
+    }
+}

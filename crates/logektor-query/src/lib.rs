@@ -1,0 +1,25 @@
+//! The read side: SQL with DataFusion over the `events` Delta table *and* the in-memory buffer.
+//!
+//! Flow position: `ingest → WAL → buffer → Parquet → Delta → **query**`.
+//!
+//! - [`EventsSource`] is the seam to whoever holds the data: it hands out an [`EventsView`], a
+//!   consistent pair of (table snapshot, buffered batches not yet in that snapshot). The server's
+//!   ingest buffer implements it; the offline CLI builds one from the table and the WAL.
+//! - [`provider::EventsProvider`] is the `events` table DataFusion sees: a union of the Delta scan
+//!   and the buffer, with filters and projections pushed into both.
+//! - [`QueryEngine`] runs one read-only statement with a memory pool, a timeout and a
+//!   result-size cap, returning a [`QueryStream`].
+//! - [`format`] encodes result batches as JSON, NDJSON, CSV, Arrow IPC or Parquet, one chunk per
+//!   batch so large results stream.
+//!
+//! Invariant: the query path never writes: no DDL, DML, COPY or SET, no file-reading table
+//! functions or URL tables, no spilling to disk.
+
+mod engine;
+mod error;
+pub mod format;
+pub mod provider;
+
+pub use engine::{EventsSource, EventsView, QueryConfig, QueryEngine, QueryStream, StaticSource};
+pub use error::{QueryError, Result};
+pub use format::{BatchEncoder, Format};

@@ -1,0 +1,139 @@
+//! Segment's tracking API: `POST /v1/{batch,track,page,screen,identify,group,alias}`.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use base64::Engine;
+use logektor_event::{Endpoint, EventType, RequestMeta};
+use logektor_ingest::Ingester;
+use serde_json::{Value, json};
+
+use super::{ApiError, AppState};
+
+fn endpoint_for(call: &str) -> Option<Endpoint> {
+    match call {
+        "batch" | "import" => Some(Endpoint::Batch),
+        other => EventType::parse(other).map(Endpoint::Single),
+    }
+}
+
+pub(super) async fn segment(
+    State(state): State<Arc<AppState>>,
+    Path(call): Path<String>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let endpoint = endpoint_for(&call).ok_or_else(|| {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no such endpoint /v1/{call}"))
+    })?;
+    let limit = endpoint.max_body_bytes();
+    let raw = read_body(body, limit).await?;
+    let body = decode_content(&headers, raw, limit)?;
+
+    // Credentials from the request line or headers are checked before the body is parsed;
+    // a `writeKey` in the body only after.
+    let header_key = write_key_from_headers(&headers).or_else(|| query.get("writeKey").cloned());
+    let header_source = match &header_key {
+        Some(key) => Some(resolve_source(&state, key)?),
+        None => None,
+    };
+    let parsed = Ingester::parse(endpoint, &body)?;
+    let source = match header_source {
+        Some(source) => source,
+        None => {
+            let key = parsed.write_key().ok_or_else(|| {
+                ApiError::unauthorized(
+                    "missing write key: send it as the HTTP Basic user name (empty password), \
+                     in X-Write-Key, as ?writeKey=, or as \"writeKey\" in the body",
+                )
+            })?;
+            resolve_source(&state, key)?
+        }
+    };
+    let meta = RequestMeta {
+        received_at_micros: now_micros(),
+        source,
+        client_ip: Some(peer.ip().to_string()),
+        request_id: rand::random(),
+    };
+    state.ingester.ingest(meta, endpoint, parsed, body.to_vec()).await?;
+    Ok(Json(json!({"success": true})))
+}
+
+fn resolve_source(state: &AppState, key: &str) -> Result<String, ApiError> {
+    state
+        .keys
+        .source_for(key)
+        .map(str::to_owned)
+        .ok_or_else(|| ApiError::unauthorized("unknown write key"))
+}
+
+fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+/// Reads the body up to `limit` bytes; more is a 413.
+pub(super) async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| ApiError::too_large(format!("request body is larger than the limit of {limit} bytes")))
+}
+
+/// Undoes `Content-Encoding: gzip`, refusing output beyond `limit` bytes without inflating
+/// more than `limit + 1` bytes (a small bomb never becomes a large allocation).
+fn decode_content(headers: &HeaderMap, raw: Bytes, limit: usize) -> Result<Bytes, ApiError> {
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_ascii_lowercase());
+    match encoding.as_deref() {
+        None | Some("") | Some("identity") => Ok(raw),
+        Some("gzip") | Some("x-gzip") => {
+            let mut decoder = flate2::read::MultiGzDecoder::new(raw.as_ref()).take(limit as u64 + 1);
+            let mut out = Vec::with_capacity(raw.len() * 4);
+            decoder.read_to_end(&mut out).map_err(|err| {
+                ApiError::bad_request("invalid_encoding", format!("body is not valid gzip: {err}"))
+            })?;
+            if out.len() > limit {
+                return Err(ApiError::too_large(format!(
+                    "decompressed body is larger than the limit of {limit} bytes"
+                )));
+            }
+            Ok(Bytes::from(out))
+        }
+        Some(other) => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_encoding",
+            format!("unsupported Content-Encoding {other:?}; send gzip or no encoding"),
+        )),
+    }
+}
+
+/// The write key from `Authorization: Basic base64(key:)` or `X-Write-Key`.
+fn write_key_from_headers(headers: &HeaderMap) -> Option<String> {
+    if let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())
+        && let Some(encoded) = value.strip_prefix("Basic ").or_else(|| value.strip_prefix("basic "))
+        && let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim())
+        && let Ok(text) = String::from_utf8(decoded)
+    {
+        let user = text.split_once(':').map_or(text.as_str(), |(user, _)| user);
+        if !user.is_empty() {
+            return Some(user.to_owned());
+        }
+    }
+    headers
+        .get("x-write-key")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
+}

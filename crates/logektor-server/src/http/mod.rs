@@ -1,0 +1,130 @@
+//! The HTTP API: routes, shared state, and the single mapping from errors to statuses.
+
+mod ingest;
+mod sql;
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use logektor_ingest::{IngestError, Ingester};
+use logektor_query::{QueryEngine, QueryError};
+use serde_json::json;
+use tower_http::trace::TraceLayer;
+use tracing::error;
+
+use crate::keys::Keys;
+
+/// What every handler shares.
+pub struct AppState {
+    pub ingester: Arc<Ingester>,
+    pub engine: Arc<QueryEngine>,
+    pub keys: Keys,
+    /// Runtime for CPU-heavy work (DataFusion, result encoding), away from request tasks.
+    pub compute: tokio::runtime::Handle,
+}
+
+/// The whole API.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/v1/sql", post(sql::sql))
+        .route("/v1/{call}", post(ingest::segment))
+        .fallback(not_found)
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}
+
+/// An error answer: `{"success": false, "error": "...", "code": "..."}` with the right status.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    retry_after_secs: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            retry_after_secs: None,
+        }
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    pub fn too_large(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message)
+    }
+
+    fn unavailable(message: impl Into<String>, retry_after_secs: u64) -> Self {
+        Self {
+            retry_after_secs: Some(retry_after_secs),
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+        }
+    }
+
+    /// A failure of ours: logged in full, answered with generic text.
+    fn internal(detail: impl std::fmt::Display) -> Self {
+        error!(error = %detail, "internal error");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal server error")
+    }
+}
+
+impl From<IngestError> for ApiError {
+    fn from(err: IngestError) -> Self {
+        match err {
+            IngestError::Invalid(decode) if decode.is_too_large() => {
+                ApiError::too_large(decode.to_string())
+            }
+            IngestError::Invalid(decode) => ApiError::bad_request("invalid_event", decode.to_string()),
+            IngestError::Overloaded { .. } => ApiError::unavailable(err.to_string(), 1),
+            IngestError::Wal(wal) => {
+                error!(error = %wal, "WAL append failed");
+                ApiError::unavailable("events could not be made durable; retry later", 5)
+            }
+        }
+    }
+}
+
+impl From<QueryError> for ApiError {
+    fn from(err: QueryError) -> Self {
+        match &err {
+            QueryError::Internal(_) => ApiError::internal(err),
+            _ => ApiError::bad_request(err.code(), err.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Json(json!({"success": false, "error": self.message, "code": self.code}));
+        let mut response = (self.status, body).into_response();
+        if let Some(seconds) = self.retry_after_secs {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}

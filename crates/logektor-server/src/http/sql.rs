@@ -1,0 +1,152 @@
+//! `POST /v1/sql`: run one read-only statement, stream the result.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use logektor_query::{BatchEncoder, Format, QueryError};
+use serde::Deserialize;
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
+use tracing::warn;
+
+use super::ingest::read_body;
+use super::{ApiError, AppState};
+
+/// Largest SQL request body.
+const MAX_SQL_BODY: usize = 1024 * 1024;
+
+#[derive(Deserialize)]
+struct SqlRequest {
+    sql: String,
+    format: Option<String>,
+}
+
+pub(super) async fn sql(
+    State(state): State<Arc<AppState>>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    authorize_read(&state, &headers)?;
+    let raw = read_body(body, MAX_SQL_BODY).await?;
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    let (sql, body_format) = if is_json {
+        let request: SqlRequest = serde_json::from_slice(&raw).map_err(|err| {
+            ApiError::bad_request("invalid_request", format!("expected {{\"sql\": \"...\"}}: {err}"))
+        })?;
+        (request.sql, request.format)
+    } else {
+        let text = String::from_utf8(raw.to_vec())
+            .map_err(|_| ApiError::bad_request("invalid_request", "SQL text is not UTF-8"))?;
+        (text, None)
+    };
+    if sql.trim().is_empty() {
+        return Err(ApiError::bad_request("invalid_request", "no SQL given"));
+    }
+    let format = match body_format.or_else(|| query.get("format").cloned()) {
+        None => Format::Json,
+        Some(name) => Format::parse(&name).ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_format",
+                format!("unknown format {name:?}; expected one of {}", Format::NAMES),
+            )
+        })?,
+    };
+    stream_query(&state, sql, format).await
+}
+
+fn authorize_read(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim)
+        .ok_or_else(|| ApiError::unauthorized("missing read token: send Authorization: Bearer <token>"))?;
+    if !state.keys.is_read_token(token) {
+        return Err(ApiError::unauthorized("invalid read token"));
+    }
+    Ok(())
+}
+
+/// Runs the query on the compute runtime. The answer's status waits for the first batch, so
+/// planning errors and most limit errors get a proper 4xx; after that the body streams, and a
+/// late failure aborts the response.
+async fn stream_query(state: &AppState, sql: String, format: Format) -> Result<Response, ApiError> {
+    let engine = Arc::clone(&state.engine);
+    let (head_tx, head_rx) = oneshot::channel::<Result<(), QueryError>>();
+    let (chunk_tx, chunk_rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    state.compute.spawn(async move {
+        let mut stream = match engine.execute(&sql).await {
+            Ok(stream) => stream,
+            Err(err) => {
+                let _ = head_tx.send(Err(err));
+                return;
+            }
+        };
+        let first = stream.next_batch().await;
+        let mut encoder = match BatchEncoder::new(format, &stream.schema()) {
+            Ok(encoder) => encoder,
+            Err(err) => {
+                let _ = head_tx.send(Err(err));
+                return;
+            }
+        };
+        let mut pending = match first {
+            Some(Err(err)) => {
+                let _ = head_tx.send(Err(err));
+                return;
+            }
+            Some(Ok(batch)) => Some(batch),
+            None => None,
+        };
+        if head_tx.send(Ok(())).is_err() {
+            return;
+        }
+        loop {
+            let batch = match pending.take() {
+                Some(batch) => batch,
+                None => match stream.next_batch().await {
+                    None => break,
+                    Some(Ok(batch)) => batch,
+                    Some(Err(err)) => {
+                        warn!(error = %err, "query failed while streaming its result");
+                        let _ = chunk_tx.send(Err(std::io::Error::other(err.to_string()))).await;
+                        return;
+                    }
+                },
+            };
+            let chunk = match encoder.write(&batch) {
+                Ok(chunk) => chunk,
+                Err(err) => {
+                    let _ = chunk_tx.send(Err(std::io::Error::other(err.to_string()))).await;
+                    return;
+                }
+            };
+            if !chunk.is_empty() && chunk_tx.send(Ok(chunk)).await.is_err() {
+                return; // the client went away
+            }
+        }
+        let tail = encoder
+            .finish()
+            .map_err(|err| std::io::Error::other(err.to_string()));
+        let _ = chunk_tx.send(tail).await;
+    });
+    match head_rx.await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => return Err(err.into()),
+        Err(_) => return Err(QueryError::Internal("query task ended without an answer".into()).into()),
+    }
+    let mut response = Body::from_stream(ReceiverStream::new(chunk_rx)).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(format.content_type()));
+    Ok(response)
+}

@@ -1,0 +1,46 @@
+//! SQL without a running server: the table plus whatever the WAL holds that the table does not
+//! (after a crash, or while a server is stopped before its final flush). Read-only: it neither
+//! cuts torn WAL tails nor deletes anything.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use logektor_event::{decode, to_record_batch};
+use logektor_ingest::record::IngestRecord;
+use logektor_query::{EventsView, QueryConfig, QueryEngine, StaticSource};
+use logektor_table::{TableLocation, TableSnapshot};
+
+use crate::{keys, layout};
+
+/// A consistent view of everything acknowledged under `data_dir`.
+pub async fn view(data_dir: &Path) -> anyhow::Result<EventsView> {
+    anyhow::ensure!(data_dir.is_dir(), "data folder {} does not exist", data_dir.display());
+    let node_id = std::fs::read_to_string(layout::node_id_file(data_dir)).unwrap_or_default();
+    let app_id = keys::app_id(node_id.trim());
+    let table_dir = layout::table_dir(data_dir);
+    let table = if table_dir.is_dir() {
+        TableSnapshot::open_latest(&TableLocation::local(&table_dir)?, &app_id)
+            .await
+            .context("opening the events table")?
+    } else {
+        TableSnapshot::default()
+    };
+    let records = logektor_wal::read_dir_records(&layout::wal_dir(data_dir), table.committed_seq())
+        .context("reading the WAL")?;
+    let mut buffered = Vec::with_capacity(records.len());
+    for record in records {
+        let ingest = IngestRecord::decode(&record.payload)
+            .map_err(|reason| anyhow::anyhow!("WAL record {}: {reason}", record.seq))?;
+        let events = decode(&ingest.meta, ingest.endpoint, &ingest.body)
+            .with_context(|| format!("WAL record {}", record.seq))?;
+        buffered.push(to_record_batch(&events));
+    }
+    Ok(EventsView { table, buffered })
+}
+
+/// A query engine over [`view`].
+pub async fn engine(data_dir: &Path, config: QueryConfig) -> anyhow::Result<QueryEngine> {
+    let view = view(data_dir).await?;
+    Ok(QueryEngine::new(config, Arc::new(StaticSource(view)))?)
+}

@@ -1,0 +1,146 @@
+//! `logektor serve`: runtimes, start-up, and the ordered shutdown.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use logektor_ingest::{FlushConfig, IngestConfig, Ingester};
+use logektor_query::{QueryConfig, QueryEngine};
+use logektor_table::TableLocation;
+use logektor_wal::WalConfig;
+use tokio::sync::watch;
+use tracing::info;
+
+use crate::config::ServeArgs;
+use crate::http::{AppState, router};
+use crate::keys::{self, Keys};
+use crate::layout;
+
+/// Runs the server until SIGINT or SIGTERM, then shuts down in order: stop accepting, finish
+/// in-flight requests, flush the buffer into the table, exit.
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let compute_threads = match args.compute_threads {
+        0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        n => n,
+    };
+    // Requests and CPU-heavy work (Parquet encoding, DataFusion) run on separate runtimes so a
+    // big query or a flush never stalls acknowledging events.
+    let compute = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(compute_threads)
+        .thread_name("logektor-compute")
+        .enable_all()
+        .build()
+        .context("starting the compute runtime")?;
+    let requests = tokio::runtime::Builder::new_multi_thread()
+        .thread_name("logektor-http")
+        .enable_all()
+        .build()
+        .context("starting the request runtime")?;
+    let result = requests.block_on(serve(args, compute.handle().clone(), compute_threads));
+    compute.shutdown_timeout(std::time::Duration::from_secs(5));
+    result
+}
+
+async fn serve(args: ServeArgs, compute: tokio::runtime::Handle, compute_threads: usize) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating data folder {}", args.data_dir.display()))?;
+    let keys = Keys::load_or_create(&args.data_dir, args.write_keys.clone(), args.read_tokens.clone())?;
+    let node_id = keys::node_id(&args.data_dir)?;
+    info!(
+        data_dir = %args.data_dir.display(),
+        listen = %args.listen,
+        sources = ?keys.sources().collect::<Vec<_>>(),
+        flush_interval = ?args.flush_interval,
+        flush_rows = args.flush_rows,
+        flush_bytes = args.flush_bytes,
+        max_buffer_bytes = args.max_buffer_bytes,
+        wal_segment_bytes = args.wal_segment_bytes,
+        query_timeout = ?args.query_timeout,
+        query_memory_limit = args.query_memory_limit,
+        compute_threads,
+        node_id,
+        "starting logektor"
+    );
+
+    let mut wal = WalConfig::new(layout::wal_dir(&args.data_dir));
+    wal.segment_bytes = args.wal_segment_bytes as u64;
+    let config = IngestConfig {
+        table: TableLocation::local(&layout::table_dir(&args.data_dir))?,
+        wal,
+        flush: FlushConfig {
+            interval: args.flush_interval,
+            max_rows: args.flush_rows,
+            max_bytes: args.flush_bytes,
+            max_buffer_bytes: args.max_buffer_bytes,
+        },
+        app_id: keys::app_id(&node_id),
+    };
+    let ingester = compute
+        .spawn(Ingester::open(config))
+        .await
+        .context("opening the write path")??;
+    let engine = Arc::new(QueryEngine::new(
+        QueryConfig {
+            timeout: args.query_timeout,
+            memory_limit: args.query_memory_limit,
+            max_result_bytes: args.query_max_result_bytes,
+            target_partitions: compute_threads,
+        },
+        ingester.buffer(),
+    )?);
+
+    let (stop_flusher, flusher_stopped) = watch::channel(false);
+    let flusher = compute.spawn(Arc::clone(&ingester).run_flusher(flusher_stopped));
+
+    let state = Arc::new(AppState {
+        ingester: Arc::clone(&ingester),
+        engine,
+        keys,
+        compute: compute.clone(),
+    });
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let address = listener.local_addr()?;
+    info!(%address, "listening");
+    println!("Logektor listening on http://{address}");
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+    .context("serving HTTP")?;
+
+    info!("stopped accepting; in-flight requests done; flushing");
+    let _ = stop_flusher.send(true);
+    flusher.await.context("flusher task")?;
+    // The flusher's last round flushed everything; make sure, and surface a failure.
+    compute
+        .spawn(async move { ingester.flush_now().await })
+        .await
+        .context("final flush task")?
+        .context("final flush")?;
+    info!("shutdown complete");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => info!("SIGINT received"),
+        () = terminate => info!("SIGTERM received"),
+    }
+}

@@ -1,0 +1,36 @@
+//! The `events` Delta Lake table: the only crate that knows how the table is laid out.
+//!
+//! Flow position: `ingest → WAL → buffer → **Parquet → Delta** → query`.
+//!
+//! - [`EventTable`] is the writer's handle: it creates the table partitioned by `event_date`,
+//!   sorts each flush for the common filters, encodes Parquet (zstd, dictionaries, page-level
+//!   statistics and page index) and commits it with a Delta *application transaction*
+//!   `(app_id, wal_seq)` in the same atomic commit. The table itself therefore records which WAL
+//!   records it holds, which is what makes replay after a crash exactly-once.
+//! - [`TableSnapshot`] is an immutable view for readers: one table version plus the WAL position
+//!   that version covers for this writer, and a DataFusion provider over it.
+//!
+//! Invariant: a commit that contains the rows of WAL record `n` records a transaction version
+//! `>= n` in that same commit; there is no window in which rows are in the table but their WAL
+//! position is not.
+
+mod layout;
+mod table;
+
+pub use layout::{sort_for_layout, writer_properties};
+pub use table::{EventTable, TableLocation, TableSnapshot};
+
+/// Errors of the table layer.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("delta table error: {0}")]
+    Delta(#[from] deltalake::DeltaTableError),
+    #[error("arrow error: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+    #[error("invalid table location {location:?}: {reason}")]
+    Location { location: String, reason: String },
+    #[error("{0}")]
+    DataFusion(#[from] datafusion::error::DataFusionError),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

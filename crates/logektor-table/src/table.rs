@@ -1,0 +1,252 @@
+//! Opening, creating and appending to the events table, and snapshots for readers.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::datatypes::Schema;
+use arrow::record_batch::RecordBatch;
+use datafusion::catalog::{Session, TableProvider};
+use deltalake::DeltaTable;
+use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
+use deltalake::kernel::transaction::CommitProperties;
+use deltalake::kernel::{StructType, Transaction};
+use deltalake::protocol::SaveMode;
+use deltalake::writer::{DeltaWriter, RecordBatchWriter};
+use logektor_event::schema::{EVENT_DATE, events_schema};
+use tracing::info;
+use url::Url;
+
+use crate::layout::{sort_for_layout, writer_properties};
+use crate::{Error, Result};
+
+/// Where the table lives: a local folder (the default) or an object-store URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableLocation {
+    url: Url,
+}
+
+impl TableLocation {
+    /// A local folder; created if missing.
+    pub fn local(path: &Path) -> Result<Self> {
+        let location_error = |reason: String| Error::Location {
+            location: path.display().to_string(),
+            reason,
+        };
+        std::fs::create_dir_all(path).map_err(|err| location_error(err.to_string()))?;
+        let absolute = path
+            .canonicalize()
+            .map_err(|err| location_error(err.to_string()))?;
+        let url = Url::from_directory_path(&absolute)
+            .map_err(|()| location_error("not an absolute path".into()))?;
+        Ok(Self { url })
+    }
+
+    /// A URL (`file:///...`, `s3://bucket/prefix`) or a local path.
+    pub fn parse(text: &str) -> Result<Self> {
+        match Url::parse(text) {
+            Ok(url) if url.scheme() == "file" => {
+                let path = url.to_file_path().map_err(|()| Error::Location {
+                    location: text.into(),
+                    reason: "not a local path".into(),
+                })?;
+                Self::local(&path)
+            }
+            Ok(url) if url.scheme().len() > 1 => Ok(Self { url }),
+            _ => Self::local(Path::new(text)),
+        }
+    }
+
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+
+    /// The folder, when the table is on the local file system.
+    pub fn local_path(&self) -> Option<PathBuf> {
+        self.url.to_file_path().ok()
+    }
+}
+
+/// The writer's handle on the events table.
+pub struct EventTable {
+    location: TableLocation,
+    table: DeltaTable,
+    app_id: String,
+    committed_seq: u64,
+}
+
+impl EventTable {
+    /// Opens the table at `location`, creating it (empty, partitioned by `event_date`) if it
+    /// does not exist. `app_id` names this writer in the table's application transactions.
+    pub async fn open_or_create(location: &TableLocation, app_id: &str) -> Result<Self> {
+        let mut table = DeltaTable::try_from_url(location.url().clone()).await?;
+        if table.version().is_none() {
+            let schema: StructType = events_schema().as_ref().try_into_kernel()?;
+            table = table
+                .create()
+                .with_table_name("events")
+                .with_comment("Logektor tracking events; one row per event")
+                .with_columns(schema.fields().cloned())
+                .with_partition_columns([EVENT_DATE])
+                .with_save_mode(SaveMode::Ignore)
+                .await?;
+            info!(location = %location.url(), "created events table");
+        }
+        let committed_seq = committed_seq(&table, app_id).await?;
+        Ok(Self {
+            location: location.clone(),
+            table,
+            app_id: app_id.to_owned(),
+            committed_seq,
+        })
+    }
+
+    /// Loads the latest version again, e.g. after a commit whose outcome is unknown.
+    pub async fn reopen(&self) -> Result<Self> {
+        Self::open_or_create(&self.location, &self.app_id).await
+    }
+
+    /// The highest WAL sequence number this writer has committed (0 if none).
+    pub fn committed_seq(&self) -> u64 {
+        self.committed_seq
+    }
+
+    pub fn version(&self) -> Option<u64> {
+        self.table.version()
+    }
+
+    /// Writes `batch` as Parquet and commits it together with the WAL position `through_seq`
+    /// it covers, in one Delta commit. Returns the new table version.
+    ///
+    /// CPU-heavy (sorting, Parquet encoding): call it from a task on a runtime that does not
+    /// serve requests.
+    pub async fn append(&mut self, batch: &RecordBatch, through_seq: u64) -> Result<u64> {
+        debug_assert!(through_seq > self.committed_seq, "WAL positions only move forward");
+        let sorted = sort_for_layout(batch)?;
+        let transaction = Transaction::new(&self.app_id, i64::try_from(through_seq).unwrap_or(i64::MAX));
+        let mut writer = RecordBatchWriter::for_table(&self.table)?
+            .with_writer_properties(writer_properties())
+            .with_commit_properties(
+                CommitProperties::default().with_application_transaction(transaction),
+            );
+        writer.write(sorted).await?;
+        let version = writer.flush_and_commit(&mut self.table).await?;
+        self.committed_seq = through_seq;
+        Ok(version)
+    }
+
+    /// An immutable view of the table as of the last commit.
+    pub fn snapshot(&self) -> TableSnapshot {
+        TableSnapshot {
+            table: Some(Arc::new(self.table.clone())),
+            committed_seq: self.committed_seq,
+        }
+    }
+}
+
+async fn committed_seq(table: &DeltaTable, app_id: &str) -> Result<u64> {
+    let version = table
+        .snapshot()?
+        .transaction_version(table.log_store().as_ref(), app_id)
+        .await?;
+    Ok(version.map_or(0, |v| u64::try_from(v).unwrap_or(0)))
+}
+
+/// One version of the table, as readers see it, and the WAL position it covers for one writer.
+#[derive(Clone, Default)]
+pub struct TableSnapshot {
+    /// `None` when there is no table yet (offline reads before the first start).
+    table: Option<Arc<DeltaTable>>,
+    committed_seq: u64,
+}
+
+impl TableSnapshot {
+    /// Opens the latest version of an existing table for reading; `Ok(default)` if there is no
+    /// table at `location` yet.
+    pub async fn open_latest(location: &TableLocation, app_id: &str) -> Result<Self> {
+        let table = DeltaTable::try_from_url(location.url().clone()).await?;
+        if table.version().is_none() {
+            return Ok(Self::default());
+        }
+        let committed_seq = committed_seq(&table, app_id).await?;
+        Ok(Self {
+            table: Some(Arc::new(table)),
+            committed_seq,
+        })
+    }
+
+    /// WAL records up to this sequence number are in this snapshot.
+    pub fn committed_seq(&self) -> u64 {
+        self.committed_seq
+    }
+
+    pub fn version(&self) -> Option<u64> {
+        self.table.as_ref().and_then(|t| t.version())
+    }
+
+    /// A DataFusion provider scanning this version, registering the table's object store with
+    /// `session` if needed. `None` when there is no table yet.
+    pub async fn provider(&self, session: &dyn Session) -> Result<Option<Arc<dyn TableProvider>>> {
+        let Some(table) = &self.table else {
+            return Ok(None);
+        };
+        table.update_datafusion_session(session)?;
+        Ok(Some(table.table_provider().await?))
+    }
+
+    /// The Arrow schema of the table's data as DataFusion sees it.
+    pub fn canonical_schema() -> Arc<Schema> {
+        events_schema()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::prelude::SessionContext;
+    use logektor_event::{Endpoint, RequestMeta, decode, to_record_batch};
+
+    fn batch(n: usize) -> RecordBatch {
+        let events: Vec<_> = (0..n)
+            .map(|i| format!(r#"{{"type":"track","event":"e{}","userId":"u{i}","timestamp":"2024-03-0{}T10:00:00Z"}}"#, i % 3, 1 + i % 2))
+            .collect();
+        let body = format!(r#"{{"batch":[{}]}}"#, events.join(","));
+        let meta = RequestMeta {
+            received_at_micros: 1_709_290_000_000_000,
+            source: "web".into(),
+            client_ip: None,
+            request_id: 1,
+        };
+        to_record_batch(&decode(&meta, Endpoint::Batch, body.as_bytes()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn append_records_the_wal_position_and_is_readable() {
+        let dir = tempfile::tempdir().unwrap();
+        let location = TableLocation::local(&dir.path().join("events")).unwrap();
+        let mut table = EventTable::open_or_create(&location, "writer-a").await.unwrap();
+        assert_eq!(table.committed_seq(), 0);
+        table.append(&batch(10), 7).await.unwrap();
+        table.append(&batch(5), 9).await.unwrap();
+        assert_eq!(table.committed_seq(), 9);
+
+        let reopened = EventTable::open_or_create(&location, "writer-a").await.unwrap();
+        assert_eq!(reopened.committed_seq(), 9);
+        let other_writer = EventTable::open_or_create(&location, "writer-b").await.unwrap();
+        assert_eq!(other_writer.committed_seq(), 0);
+
+        let snapshot = TableSnapshot::open_latest(&location, "writer-a").await.unwrap();
+        assert_eq!(snapshot.committed_seq(), 9);
+        let ctx = SessionContext::new();
+        let provider = snapshot.provider(&ctx.state()).await.unwrap().unwrap();
+        ctx.register_table("events", provider).unwrap();
+        let rows = ctx
+            .sql("SELECT count(*) AS n, count(DISTINCT event_date) AS days FROM events")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let text = arrow::util::pretty::pretty_format_batches(&rows).unwrap().to_string();
+        assert!(text.contains("| 15 | 2    |"), "{text}");
+    }
+}

@@ -64,7 +64,8 @@ impl EventBatchBuilder {
 
     pub fn append(&mut self, event: &Event) {
         self.message_id.append_value(&event.message_id);
-        self.kind.append_option(event.kind.map(|kind| kind.as_str()));
+        self.kind
+            .append_option(event.kind.map(|kind| kind.as_str()));
         self.event.append_option(event.event.as_deref());
         self.timestamp.append_value(event.timestamp);
         self.received_at.append_value(event.received_at);

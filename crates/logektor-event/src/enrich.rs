@@ -42,7 +42,10 @@ mod tests {
 
     #[test]
     fn derives_path_host_and_utm() {
-        assert_eq!(url_path("https://a.example/x/y?z=1").as_deref(), Some("/x/y"));
+        assert_eq!(
+            url_path("https://a.example/x/y?z=1").as_deref(),
+            Some("/x/y")
+        );
         assert_eq!(url_path("not a url"), None);
         assert_eq!(
             referrer_host("https://www.google.com/search?q=x").as_deref(),

@@ -185,8 +185,8 @@ impl ParsedBody {
     }
 
     fn parse_batch(body: &[u8]) -> Result<Self> {
-        let envelope: BatchEnvelope<'_> =
-            serde_json::from_slice(body).map_err(|err| DecodeError::InvalidJson(err.to_string()))?;
+        let envelope: BatchEnvelope<'_> = serde_json::from_slice(body)
+            .map_err(|err| DecodeError::InvalidJson(err.to_string()))?;
         let raw_events = envelope
             .batch
             .ok_or_else(|| DecodeError::invalid("body", "\"batch\" array is required"))?;
@@ -210,12 +210,22 @@ impl ParsedBody {
         let batch_context = match envelope.context {
             None | Some(Value::Null) => None,
             Some(Value::Object(map)) => Some(map),
-            Some(_) => return Err(DecodeError::invalid("body", "\"context\" must be an object")),
+            Some(_) => {
+                return Err(DecodeError::invalid(
+                    "body",
+                    "\"context\" must be an object",
+                ));
+            }
         };
         let write_key = match envelope.write_key {
             None | Some(Value::Null) => None,
             Some(Value::String(key)) => Some(key),
-            Some(_) => return Err(DecodeError::invalid("body", "\"writeKey\" must be a string")),
+            Some(_) => {
+                return Err(DecodeError::invalid(
+                    "body",
+                    "\"writeKey\" must be a string",
+                ));
+            }
         };
         Ok(Self {
             events,
@@ -267,7 +277,10 @@ pub fn decode(meta: &RequestMeta, endpoint: Endpoint, body: &[u8]) -> Result<Vec
 fn parse_object(bytes: &[u8], location: &str) -> Result<Map<String, Value>> {
     match serde_json::from_slice::<Value>(bytes) {
         Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(DecodeError::invalid(location, "event must be a JSON object")),
+        Ok(_) => Err(DecodeError::invalid(
+            location,
+            "event must be a JSON object",
+        )),
         Err(err) => Err(DecodeError::InvalidJson(format!("{location}: {err}"))),
     }
 }
@@ -361,28 +374,40 @@ fn build_event(
         ));
     }
     let event_name = match kind {
-        EventType::Track => Some(string_field(&object, "event", location)?.ok_or_else(|| {
-            DecodeError::invalid(location, "track call requires \"event\"")
-        })?),
+        EventType::Track => Some(
+            string_field(&object, "event", location)?
+                .ok_or_else(|| DecodeError::invalid(location, "track call requires \"event\""))?,
+        ),
         EventType::Page | EventType::Screen => string_field(&object, "name", location)?,
         _ => None,
     };
     let group_id = string_field(&object, "groupId", location)?;
     if kind == EventType::Group && group_id.is_none() {
-        return Err(DecodeError::invalid(location, "group call requires \"groupId\""));
+        return Err(DecodeError::invalid(
+            location,
+            "group call requires \"groupId\"",
+        ));
     }
     let previous_id = string_field(&object, "previousId", location)?;
     if kind == EventType::Alias && previous_id.is_none() {
-        return Err(DecodeError::invalid(location, "alias call requires \"previousId\""));
+        return Err(DecodeError::invalid(
+            location,
+            "alias call requires \"previousId\"",
+        ));
     }
     let message_id = match string_field(&object, "messageId", location)? {
         Some(id) => id,
         None => uuid::Uuid::from_u128(meta.request_id.wrapping_add(index as u128)).to_string(),
     };
 
-    let client_timestamp = match optional_timestamp(object.get("timestamp"), location, "timestamp")? {
+    let client_timestamp = match optional_timestamp(object.get("timestamp"), location, "timestamp")?
+    {
         Some(ts) => Some(ts),
-        None => optional_timestamp(object.get("originalTimestamp"), location, "originalTimestamp")?,
+        None => optional_timestamp(
+            object.get("originalTimestamp"),
+            location,
+            "originalTimestamp",
+        )?,
     };
     let sent_at = optional_timestamp(object.get("sentAt"), location, "sentAt")?.or(batch_sent_at);
     // Clock-skew correction: the client's clock is off by (sent_at - received_at), so shift the
@@ -411,7 +436,9 @@ fn build_event(
         }
     };
     let context_ref = context.as_ref();
-    let page = context_ref.and_then(|c| c.get("page")).and_then(Value::as_object);
+    let page = context_ref
+        .and_then(|c| c.get("page"))
+        .and_then(Value::as_object);
     let campaign = context_ref
         .and_then(|c| c.get("campaign"))
         .and_then(Value::as_object);
@@ -435,7 +462,10 @@ fn build_event(
         .as_deref()
         .map(enrich::utm_from_url)
         .unwrap_or_default();
-    for (slot, key) in ["source", "medium", "name", "term", "content"].iter().enumerate() {
+    for (slot, key) in ["source", "medium", "name", "term", "content"]
+        .iter()
+        .enumerate()
+    {
         if let Some(value) = nested_str(campaign, key) {
             utm[slot] = Some(value);
         }
@@ -473,7 +503,13 @@ fn build_event(
         ip,
         locale: nested_str(context_ref, "locale"),
         properties: to_json(properties),
-        traits: to_json(traits).or_else(|| to_json(context_ref.and_then(|c| c.get("traits")).and_then(Value::as_object))),
+        traits: to_json(traits).or_else(|| {
+            to_json(
+                context_ref
+                    .and_then(|c| c.get("traits"))
+                    .and_then(Value::as_object),
+            )
+        }),
         context: to_json(context_ref),
         event_date: micros_to_days(timestamp),
     })
@@ -500,8 +536,8 @@ mod tests {
 
     #[test]
     fn endpoint_codes_round_trip() {
-        for endpoint in std::iter::once(Endpoint::Batch)
-            .chain(EventType::ALL.into_iter().map(Endpoint::Single))
+        for endpoint in
+            std::iter::once(Endpoint::Batch).chain(EventType::ALL.into_iter().map(Endpoint::Single))
         {
             assert_eq!(Endpoint::from_code(endpoint.code()), Some(endpoint));
         }
@@ -549,7 +585,11 @@ mod tests {
         let cases = [
             (Endpoint::Batch, "{", "invalid JSON"),
             (Endpoint::Batch, r#"{"batch": []}"#, "batch is empty"),
-            (Endpoint::Batch, r#"{"nope": 1}"#, "\"batch\" array is required"),
+            (
+                Endpoint::Batch,
+                r#"{"nope": 1}"#,
+                "\"batch\" array is required",
+            ),
             (
                 Endpoint::Batch,
                 r#"{"batch": [{"type": "track", "event": "x", "userId": "u"}, {"type": "track", "userId": "u"}]}"#,
@@ -575,7 +615,11 @@ mod tests {
                 r#"{"batch": [{"type": "purchase", "userId": "u"}]}"#,
                 "unknown \"type\"",
             ),
-            (Endpoint::Single(EventType::Page), "[1]", "event must be a JSON object"),
+            (
+                Endpoint::Single(EventType::Page),
+                "[1]",
+                "event must be a JSON object",
+            ),
         ];
         for (endpoint, body, expected) in cases {
             let message = decode_err(endpoint, body);

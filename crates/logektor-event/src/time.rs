@@ -8,7 +8,11 @@ pub(crate) fn parse_iso8601_micros(text: &str) -> Option<i64> {
     if let Ok(parsed) = DateTime::parse_from_rfc3339(text) {
         return Some(parsed.timestamp_micros());
     }
-    for format in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f%z"] {
+    for format in [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M:%S%.f%z",
+    ] {
         if let Ok(naive) = NaiveDateTime::parse_from_str(text, format) {
             return Some(naive.and_utc().timestamp_micros());
         }

@@ -57,7 +57,10 @@ impl Buffer {
         let now = Instant::now();
         let mut inner = self.lock();
         for (seq, batch) in items {
-            debug_assert!(inner.chunks.back().is_none_or(|last| last.seq < seq), "WAL order");
+            debug_assert!(
+                inner.chunks.back().is_none_or(|last| last.seq < seq),
+                "WAL order"
+            );
             let bytes = batch.get_array_memory_size();
             inner.stats.rows += batch.num_rows();
             inner.stats.bytes += bytes;
@@ -96,7 +99,11 @@ impl Buffer {
         let mut inner = self.lock();
         let committed = table.committed_seq();
         inner.table = table;
-        while inner.chunks.front().is_some_and(|chunk| chunk.seq <= committed) {
+        while inner
+            .chunks
+            .front()
+            .is_some_and(|chunk| chunk.seq <= committed)
+        {
             let chunk = inner.chunks.pop_front().expect("front exists");
             inner.stats.rows -= chunk.batch.num_rows();
             inner.stats.bytes -= chunk.bytes;

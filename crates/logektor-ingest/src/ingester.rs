@@ -55,7 +55,9 @@ pub struct IngestConfig {
 pub enum IngestError {
     #[error(transparent)]
     Invalid(#[from] DecodeError),
-    #[error("the server is over capacity ({buffered_bytes} bytes waiting to be written); retry later")]
+    #[error(
+        "the server is over capacity ({buffered_bytes} bytes waiting to be written); retry later"
+    )]
     Overloaded { buffered_bytes: usize },
     #[error("the write-ahead log is unavailable: {0}")]
     Wal(#[from] logektor_wal::Error),
@@ -77,14 +79,16 @@ impl Ingester {
         let committed = table.committed_seq();
         let buffer = Arc::new(Buffer::new(table.snapshot()));
         let sink = Arc::clone(&buffer);
-        let (wal, replay) = Wal::open(config.wal.clone(), committed, move |items| sink.push(items))?;
+        let (wal, replay) =
+            Wal::open(config.wal.clone(), committed, move |items| sink.push(items))?;
         let replayed = replay.len();
         let mut replay_rows = 0;
         for record in replay {
-            let ingest = IngestRecord::decode(&record.payload).map_err(|reason| OpenError::Replay {
-                seq: record.seq,
-                reason,
-            })?;
+            let ingest =
+                IngestRecord::decode(&record.payload).map_err(|reason| OpenError::Replay {
+                    seq: record.seq,
+                    reason,
+                })?;
             let events = decode(&ingest.meta, ingest.endpoint, &ingest.body).map_err(|err| {
                 OpenError::Replay {
                     seq: record.seq,
@@ -171,7 +175,9 @@ impl Ingester {
                 break;
             }
             let stats = self.buffer.stats();
-            let due = stats.oldest.is_some_and(|t| t.elapsed() >= self.flush.interval)
+            let due = stats
+                .oldest
+                .is_some_and(|t| t.elapsed() >= self.flush.interval)
                 || stats.rows >= self.flush.max_rows
                 || stats.bytes >= self.flush.max_bytes;
             if due && let Err(err) = self.flush_now().await {
@@ -196,7 +202,13 @@ impl Ingester {
         let started = std::time::Instant::now();
         match table.append(&batch, through).await {
             Ok(version) => {
-                info!(rows, through_seq = through, version, elapsed_ms = started.elapsed().as_millis() as u64, "flushed");
+                info!(
+                    rows,
+                    through_seq = through,
+                    version,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "flushed"
+                );
             }
             Err(err) => {
                 // The commit may have landed even though we saw an error (e.g. a timeout after

@@ -74,7 +74,9 @@ impl QueryEngine {
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_limit(config.memory_limit, 1.0)
             // No spilling: the query path writes nothing, not even temporary files.
-            .with_disk_manager_builder(DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled))
+            .with_disk_manager_builder(
+                DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+            )
             .build_arc()
             .map_err(|err| QueryError::Internal(err.to_string()))?;
         Ok(Self {
@@ -133,8 +135,9 @@ impl QueryEngine {
             .provider(&ctx.state())
             .await
             .map_err(|err| internal(&err))?;
-        let provider = EventsProvider::try_new(table, view.buffered, TableSnapshot::canonical_schema())
-            .map_err(|err| internal(&err))?;
+        let provider =
+            EventsProvider::try_new(table, view.buffered, TableSnapshot::canonical_schema())
+                .map_err(|err| internal(&err))?;
         ctx.register_table("events", Arc::new(provider))
             .map_err(|err| internal(&err))?;
 
@@ -155,9 +158,16 @@ impl QueryEngine {
 }
 
 /// DataFusion reports refused statement kinds as plan errors; name them as refusals.
-fn classify_planning_error(err: datafusion::error::DataFusionError, memory_limit: usize) -> QueryError {
+fn classify_planning_error(
+    err: datafusion::error::DataFusionError,
+    memory_limit: usize,
+) -> QueryError {
     let message = err.find_root().to_string();
-    for kind in ["DDL not supported", "DML not supported", "Statement not supported"] {
+    for kind in [
+        "DDL not supported",
+        "DML not supported",
+        "Statement not supported",
+    ] {
         if message.contains(kind) {
             return QueryError::NotAllowed(format!(
                 "only queries are allowed (no DDL, DML, COPY or SET): {}",

@@ -107,7 +107,11 @@ impl BatchEncoder {
                     .with_explicit_nulls(true)
                     .build(sink),
             ),
-            Format::Csv => Inner::Csv(arrow::csv::WriterBuilder::new().with_header(true).build(sink)),
+            Format::Csv => Inner::Csv(
+                arrow::csv::WriterBuilder::new()
+                    .with_header(true)
+                    .build(sink),
+            ),
             Format::Arrow => Inner::Arrow(
                 arrow::ipc::writer::StreamWriter::try_new(sink, schema).map_err(encode_error)?,
             ),
@@ -220,7 +224,8 @@ mod tests {
         let (schema, batches) = sample();
         let csv = String::from_utf8(encode_all(Format::Csv, &schema, &batches).unwrap()).unwrap();
         assert_eq!(csv, "event,n\na,1\n,2\na,1\n,2\n");
-        let ndjson = String::from_utf8(encode_all(Format::Ndjson, &schema, &batches).unwrap()).unwrap();
+        let ndjson =
+            String::from_utf8(encode_all(Format::Ndjson, &schema, &batches).unwrap()).unwrap();
         assert_eq!(ndjson.lines().count(), 4);
     }
 
@@ -228,7 +233,8 @@ mod tests {
     fn arrow_and_parquet_round_trip() {
         let (schema, batches) = sample();
         let ipc = encode_all(Format::Arrow, &schema, &batches).unwrap();
-        let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(ipc), None).unwrap();
+        let reader =
+            arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(ipc), None).unwrap();
         let rows: usize = reader.map(|b| b.unwrap().num_rows()).sum();
         assert_eq!(rows, 4);
         let file = Bytes::from(encode_all(Format::Parquet, &schema, &batches).unwrap());

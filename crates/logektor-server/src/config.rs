@@ -24,7 +24,9 @@ fn parse_write_key(text: &str) -> Result<WriteKeyArg, String> {
         .split_once('=')
         .ok_or_else(|| format!("expected SOURCE=KEY, got {text:?}"))?;
     if source.is_empty() || key.is_empty() {
-        return Err(format!("expected SOURCE=KEY with both parts non-empty, got {text:?}"));
+        return Err(format!(
+            "expected SOURCE=KEY with both parts non-empty, got {text:?}"
+        ));
     }
     Ok(WriteKeyArg {
         source: source.to_owned(),
@@ -51,7 +53,11 @@ pub struct ServeArgs {
 
     /// A read token for /v1/sql (repeatable; comma-separated in the env var). Without any, one
     /// is created on first start and kept in the data folder.
-    #[arg(long = "read-token", env = "LOGEKTOR_READ_TOKENS", value_delimiter = ',')]
+    #[arg(
+        long = "read-token",
+        env = "LOGEKTOR_READ_TOKENS",
+        value_delimiter = ','
+    )]
     pub read_tokens: Vec<String>,
 
     /// Flush the buffer into the table when its oldest event is this old.

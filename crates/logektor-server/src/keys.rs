@@ -33,7 +33,10 @@ impl std::fmt::Debug for Keys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print secrets, not even in debug output.
         f.debug_struct("Keys")
-            .field("sources", &self.write.iter().map(|(_, s)| s).collect::<Vec<_>>())
+            .field(
+                "sources",
+                &self.write.iter().map(|(_, s)| s).collect::<Vec<_>>(),
+            )
             .field("read_tokens", &self.read.len())
             .finish()
     }
@@ -54,7 +57,11 @@ impl Keys {
     }
 
     /// Resolves the credentials for a server using `data_dir`, creating them if needed.
-    pub fn load_or_create(data_dir: &Path, write: Vec<WriteKeyArg>, read: Vec<String>) -> anyhow::Result<Self> {
+    pub fn load_or_create(
+        data_dir: &Path,
+        write: Vec<WriteKeyArg>,
+        read: Vec<String>,
+    ) -> anyhow::Result<Self> {
         let path = layout::keys_file(data_dir);
         let mut file: KeysFile = match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes)
@@ -89,7 +96,11 @@ impl Keys {
         } else {
             write
         };
-        let read = if read.is_empty() { file.read_tokens } else { read };
+        let read = if read.is_empty() {
+            file.read_tokens
+        } else {
+            read
+        };
         Ok(Self::new(write, read))
     }
 
@@ -106,9 +117,9 @@ impl Keys {
 
     /// Whether `presented` is a valid read token (constant-time).
     pub fn is_read_token(&self, presented: &str) -> bool {
-        self.read
-            .iter()
-            .fold(false, |ok, token| ok | bool::from(token.as_bytes().ct_eq(presented.as_bytes())))
+        self.read.iter().fold(false, |ok, token| {
+            ok | bool::from(token.as_bytes().ct_eq(presented.as_bytes()))
+        })
     }
 
     pub fn sources(&self) -> impl Iterator<Item = &str> {
@@ -141,7 +152,8 @@ pub fn node_id(data_dir: &Path) -> anyhow::Result<String> {
         Ok(_) => anyhow::bail!("{} is empty", path.display()),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
             let id = uuid::Uuid::new_v4().to_string();
-            write_private(&path, id.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
+            write_private(&path, id.as_bytes())
+                .with_context(|| format!("writing {}", path.display()))?;
             Ok(id)
         }
         Err(err) => Err(err).with_context(|| format!("reading {}", path.display())),

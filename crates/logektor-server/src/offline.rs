@@ -15,7 +15,11 @@ use crate::{keys, layout};
 
 /// A consistent view of everything acknowledged under `data_dir`.
 pub async fn view(data_dir: &Path) -> anyhow::Result<EventsView> {
-    anyhow::ensure!(data_dir.is_dir(), "data folder {} does not exist", data_dir.display());
+    anyhow::ensure!(
+        data_dir.is_dir(),
+        "data folder {} does not exist",
+        data_dir.display()
+    );
     let node_id = std::fs::read_to_string(layout::node_id_file(data_dir)).unwrap_or_default();
     let app_id = keys::app_id(node_id.trim());
     let table_dir = layout::table_dir(data_dir);

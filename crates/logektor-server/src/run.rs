@@ -40,10 +40,18 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     result
 }
 
-async fn serve(args: ServeArgs, compute: tokio::runtime::Handle, compute_threads: usize) -> anyhow::Result<()> {
+async fn serve(
+    args: ServeArgs,
+    compute: tokio::runtime::Handle,
+    compute_threads: usize,
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data folder {}", args.data_dir.display()))?;
-    let keys = Keys::load_or_create(&args.data_dir, args.write_keys.clone(), args.read_tokens.clone())?;
+    let keys = Keys::load_or_create(
+        &args.data_dir,
+        args.write_keys.clone(),
+        args.read_tokens.clone(),
+    )?;
     let node_id = keys::node_id(&args.data_dir)?;
     info!(
         data_dir = %args.data_dir.display(),

@@ -39,7 +39,9 @@ pub fn sort_for_layout(batch: &RecordBatch) -> Result<RecordBatch> {
 pub fn writer_properties() -> WriterProperties {
     WriterProperties::builder()
         .set_writer_version(WriterVersion::PARQUET_2_0)
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid zstd level")))
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(3).expect("valid zstd level"),
+        ))
         .set_dictionary_enabled(true)
         // Page-level statistics also write the column index, which DataFusion uses to skip pages.
         .set_statistics_enabled(EnabledStatistics::Page)

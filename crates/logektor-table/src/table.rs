@@ -78,7 +78,7 @@ impl EventTable {
     /// Opens the table at `location`, creating it (empty, partitioned by `event_date`) if it
     /// does not exist. `app_id` names this writer in the table's application transactions.
     pub async fn open_or_create(location: &TableLocation, app_id: &str) -> Result<Self> {
-        let mut table = DeltaTable::try_from_url(location.url().clone()).await?;
+        let mut table = load_if_exists(location).await?;
         if table.version().is_none() {
             let schema: StructType = events_schema().as_ref().try_into_kernel()?;
             table = table
@@ -120,9 +120,13 @@ impl EventTable {
     /// CPU-heavy (sorting, Parquet encoding): call it from a task on a runtime that does not
     /// serve requests.
     pub async fn append(&mut self, batch: &RecordBatch, through_seq: u64) -> Result<u64> {
-        debug_assert!(through_seq > self.committed_seq, "WAL positions only move forward");
+        debug_assert!(
+            through_seq > self.committed_seq,
+            "WAL positions only move forward"
+        );
         let sorted = sort_for_layout(batch)?;
-        let transaction = Transaction::new(&self.app_id, i64::try_from(through_seq).unwrap_or(i64::MAX));
+        let transaction =
+            Transaction::new(&self.app_id, i64::try_from(through_seq).unwrap_or(i64::MAX));
         let mut writer = RecordBatchWriter::for_table(&self.table)?
             .with_writer_properties(writer_properties())
             .with_commit_properties(
@@ -141,6 +145,18 @@ impl EventTable {
             committed_seq: self.committed_seq,
         }
     }
+}
+
+/// Loads the table, or returns an unloaded handle when there is no table yet. A local folder
+/// without `_delta_log` is known to be empty without asking the Delta kernel (which logs an
+/// error for an empty log).
+async fn load_if_exists(location: &TableLocation) -> Result<DeltaTable> {
+    if let Some(path) = location.local_path()
+        && !path.join("_delta_log").is_dir()
+    {
+        return Ok(deltalake::DeltaTableBuilder::from_url(location.url().clone())?.build()?);
+    }
+    Ok(DeltaTable::try_from_url(location.url().clone()).await?)
 }
 
 async fn committed_seq(table: &DeltaTable, app_id: &str) -> Result<u64> {
@@ -163,7 +179,7 @@ impl TableSnapshot {
     /// Opens the latest version of an existing table for reading; `Ok(default)` if there is no
     /// table at `location` yet.
     pub async fn open_latest(location: &TableLocation, app_id: &str) -> Result<Self> {
-        let table = DeltaTable::try_from_url(location.url().clone()).await?;
+        let table = load_if_exists(location).await?;
         if table.version().is_none() {
             return Ok(Self::default());
         }
@@ -223,18 +239,26 @@ mod tests {
     async fn append_records_the_wal_position_and_is_readable() {
         let dir = tempfile::tempdir().unwrap();
         let location = TableLocation::local(&dir.path().join("events")).unwrap();
-        let mut table = EventTable::open_or_create(&location, "writer-a").await.unwrap();
+        let mut table = EventTable::open_or_create(&location, "writer-a")
+            .await
+            .unwrap();
         assert_eq!(table.committed_seq(), 0);
         table.append(&batch(10), 7).await.unwrap();
         table.append(&batch(5), 9).await.unwrap();
         assert_eq!(table.committed_seq(), 9);
 
-        let reopened = EventTable::open_or_create(&location, "writer-a").await.unwrap();
+        let reopened = EventTable::open_or_create(&location, "writer-a")
+            .await
+            .unwrap();
         assert_eq!(reopened.committed_seq(), 9);
-        let other_writer = EventTable::open_or_create(&location, "writer-b").await.unwrap();
+        let other_writer = EventTable::open_or_create(&location, "writer-b")
+            .await
+            .unwrap();
         assert_eq!(other_writer.committed_seq(), 0);
 
-        let snapshot = TableSnapshot::open_latest(&location, "writer-a").await.unwrap();
+        let snapshot = TableSnapshot::open_latest(&location, "writer-a")
+            .await
+            .unwrap();
         assert_eq!(snapshot.committed_seq(), 9);
         let ctx = SessionContext::new();
         let provider = snapshot.provider(&ctx.state()).await.unwrap().unwrap();
@@ -246,7 +270,9 @@ mod tests {
             .collect()
             .await
             .unwrap();
-        let text = arrow::util::pretty::pretty_format_batches(&rows).unwrap().to_string();
+        let text = arrow::util::pretty::pretty_format_batches(&rows)
+            .unwrap()
+            .to_string();
         assert!(text.contains("| 15 | 2    |"), "{text}");
     }
 }

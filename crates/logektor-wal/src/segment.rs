@@ -88,12 +88,16 @@ pub(crate) fn scan_segment(path: &Path) -> Result<SegmentScan> {
         let crc = u32::from_le_bytes(rest[4..8].try_into().unwrap());
         let seq_bytes: [u8; 8] = rest[8..16].try_into().unwrap();
         if len > MAX_PAYLOAD || rest.len() < RECORD_HEADER + len {
-            break Some(format!("record of {len} bytes runs past the end of the file"));
+            break Some(format!(
+                "record of {len} bytes runs past the end of the file"
+            ));
         }
         let payload = &rest[RECORD_HEADER..RECORD_HEADER + len];
         let actual = crc32c::crc32c_append(crc32c::crc32c(&seq_bytes), payload);
         if actual != crc {
-            break Some(format!("checksum mismatch (stored {crc:#010x}, computed {actual:#010x})"));
+            break Some(format!(
+                "checksum mismatch (stored {crc:#010x}, computed {actual:#010x})"
+            ));
         }
         records.push(Record {
             seq: u64::from_le_bytes(seq_bytes),

@@ -46,8 +46,15 @@ pub struct WalStats {
 type Reply = oneshot::Sender<Result<u64>>;
 
 enum Command<T> {
-    Append { payload: Vec<u8>, item: T, reply: Reply },
-    RemoveThrough { seq: u64, reply: oneshot::Sender<Result<usize>> },
+    Append {
+        payload: Vec<u8>,
+        item: T,
+        reply: Reply,
+    },
+    RemoveThrough {
+        seq: u64,
+        reply: oneshot::Sender<Result<usize>>,
+    },
 }
 
 /// Handle to the write-ahead log. Dropping it (or [`Wal::close`]) lets the writer thread finish
@@ -240,7 +247,9 @@ where
                         item,
                         reply,
                     } => {
-                        if !group.is_empty() && group_bytes + payload.len() > self.config.max_group_bytes {
+                        if !group.is_empty()
+                            && group_bytes + payload.len() > self.config.max_group_bytes
+                        {
                             carried = Some(Command::Append {
                                 payload,
                                 item,
@@ -344,7 +353,10 @@ where
             }
         }
         // The open segment can go too once everything in it is committed: start a fresh one.
-        if self.segments.len() == 1 && self.next_seq - 1 <= seq && self.file_len > segment::MAGIC.len() as u64 {
+        if self.segments.len() == 1
+            && self.next_seq - 1 <= seq
+            && self.file_len > segment::MAGIC.len() as u64
+        {
             let old = self.segments[0].1.clone();
             self.rotate()?;
             self.segments.remove(0);
@@ -381,7 +393,10 @@ mod tests {
         let (wal, replay, applied) = open(dir.path(), 0);
         assert!(replay.is_empty());
         for i in 0..10u32 {
-            let seq = wal.append(format!("record {i}").into_bytes(), i).await.unwrap();
+            let seq = wal
+                .append(format!("record {i}").into_bytes(), i)
+                .await
+                .unwrap();
             assert_eq!(seq, u64::from(i) + 1);
         }
         assert_eq!(applied.lock().unwrap().len(), 10);
@@ -402,13 +417,18 @@ mod tests {
         let mut tasks = Vec::new();
         for i in 0..200u32 {
             let wal = Arc::clone(&wal);
-            tasks.push(tokio::spawn(async move { wal.append(vec![0; 100], i).await.unwrap() }));
+            tasks.push(tokio::spawn(async move {
+                wal.append(vec![0; 100], i).await.unwrap()
+            }));
         }
         for task in tasks {
             task.await.unwrap();
         }
         let syncs = wal.stats().syncs.load(Ordering::Relaxed);
-        assert!(syncs < 200, "group commit should share syncs, got {syncs} for 200 appends");
+        assert!(
+            syncs < 200,
+            "group commit should share syncs, got {syncs} for 200 appends"
+        );
         let applied = applied.lock().unwrap();
         let seqs: Vec<u64> = applied.iter().map(|(seq, _)| *seq).collect();
         assert_eq!(seqs, (1..=200).collect::<Vec<_>>());
@@ -444,7 +464,9 @@ mod tests {
         fs::write(oldest, &bytes).unwrap();
         // The damaged record sits in a segment that is no longer the last one: an error,
         // because it is not a torn tail.
-        let err = Wal::<u32>::open(WalConfig::new(dir.path()), 0, |_| {}).err().unwrap();
+        let err = Wal::<u32>::open(WalConfig::new(dir.path()), 0, |_| {})
+            .err()
+            .unwrap();
         assert!(matches!(err, Error::Corrupt { .. }), "{err}");
     }
 
@@ -463,7 +485,10 @@ mod tests {
         let remaining = segment::list_segments(dir.path()).unwrap();
         assert!(remaining.len() < before);
         let records = crate::read_dir_records(dir.path(), 0).unwrap();
-        assert!(records.iter().all(|r| r.seq > 10 - 1), "kept a segment ending at or before 10");
+        assert!(
+            records.iter().all(|r| r.seq > 10 - 1),
+            "kept a segment ending at or before 10"
+        );
         assert!(records.iter().any(|r| r.seq == 11));
         wal.remove_through(20).await.unwrap();
         assert!(crate::read_dir_records(dir.path(), 0).unwrap().is_empty());

@@ -9,10 +9,19 @@ use logektor_query::{Format, QueryConfig};
 use logektor_server::config::ServeArgs;
 
 #[derive(Parser)]
-#[command(name = "logektor", version, about = "Durable tracking-event storage with SQL")]
+#[command(
+    name = "logektor",
+    version,
+    about = "Durable tracking-event storage with SQL"
+)]
 struct Cli {
     /// Log filter, as in RUST_LOG (e.g. "info", "logektor_ingest=debug").
-    #[arg(long, global = true, env = "LOGEKTOR_LOG", default_value = "info")]
+    #[arg(
+        long,
+        global = true,
+        env = "LOGEKTOR_LOG",
+        default_value = "info,buoyant_kernel=warn,deltalake_core=warn"
+    )]
     log: String,
 
     #[command(subcommand)]
@@ -50,7 +59,9 @@ enum OutputFormat {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
@@ -69,21 +80,28 @@ fn main() -> ExitCode {
 fn run_sql(args: SqlArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
-        let engine = logektor_server::offline::engine(&args.data_dir, QueryConfig::default()).await?;
+        let engine =
+            logektor_server::offline::engine(&args.data_dir, QueryConfig::default()).await?;
         let stream = engine.execute(&args.sql).await?;
         let schema = stream.schema();
         let batches = stream.collect().await?;
         let mut stdout = std::io::stdout().lock();
         let format = match args.format {
             OutputFormat::Table => {
-                writeln!(stdout, "{}", arrow::util::pretty::pretty_format_batches(&batches)?)?;
+                writeln!(
+                    stdout,
+                    "{}",
+                    arrow::util::pretty::pretty_format_batches(&batches)?
+                )?;
                 return Ok(());
             }
             OutputFormat::Csv => Format::Csv,
             OutputFormat::Json => Format::Json,
             OutputFormat::Ndjson => Format::Ndjson,
         };
-        stdout.write_all(&logektor_query::format::encode_all(format, &schema, &batches)?)?;
+        stdout.write_all(&logektor_query::format::encode_all(
+            format, &schema, &batches,
+        )?)?;
         if matches!(args.format, OutputFormat::Json) {
             writeln!(stdout)?;
         }

@@ -32,7 +32,11 @@ pub(super) async fn segment(
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
     let endpoint = endpoint_for(&call).ok_or_else(|| {
-        ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no such endpoint /v1/{call}"))
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no such endpoint /v1/{call}"),
+        )
     })?;
     let limit = endpoint.max_body_bytes();
     let raw = read_body(body, limit).await?;
@@ -64,7 +68,10 @@ pub(super) async fn segment(
         client_ip: Some(peer.ip().to_string()),
         request_id: rand::random(),
     };
-    state.ingester.ingest(meta, endpoint, parsed, body.to_vec()).await?;
+    state
+        .ingester
+        .ingest(meta, endpoint, parsed, body.to_vec())
+        .await?;
     Ok(Json(json!({"success": true})))
 }
 
@@ -84,9 +91,11 @@ fn now_micros() -> i64 {
 
 /// Reads the body up to `limit` bytes; more is a 413.
 pub(super) async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
-    axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| ApiError::too_large(format!("request body is larger than the limit of {limit} bytes")))
+    axum::body::to_bytes(body, limit).await.map_err(|_| {
+        ApiError::too_large(format!(
+            "request body is larger than the limit of {limit} bytes"
+        ))
+    })
 }
 
 /// Undoes `Content-Encoding: gzip`, refusing output beyond `limit` bytes without inflating
@@ -99,7 +108,8 @@ fn decode_content(headers: &HeaderMap, raw: Bytes, limit: usize) -> Result<Bytes
     match encoding.as_deref() {
         None | Some("") | Some("identity") => Ok(raw),
         Some("gzip") | Some("x-gzip") => {
-            let mut decoder = flate2::read::MultiGzDecoder::new(raw.as_ref()).take(limit as u64 + 1);
+            let mut decoder =
+                flate2::read::MultiGzDecoder::new(raw.as_ref()).take(limit as u64 + 1);
             let mut out = Vec::with_capacity(raw.len() * 4);
             decoder.read_to_end(&mut out).map_err(|err| {
                 ApiError::bad_request("invalid_encoding", format!("body is not valid gzip: {err}"))
@@ -121,8 +131,12 @@ fn decode_content(headers: &HeaderMap, raw: Bytes, limit: usize) -> Result<Bytes
 
 /// The write key from `Authorization: Basic base64(key:)` or `X-Write-Key`.
 fn write_key_from_headers(headers: &HeaderMap) -> Option<String> {
-    if let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())
-        && let Some(encoded) = value.strip_prefix("Basic ").or_else(|| value.strip_prefix("basic "))
+    if let Some(value) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        && let Some(encoded) = value
+            .strip_prefix("Basic ")
+            .or_else(|| value.strip_prefix("basic "))
         && let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim())
         && let Ok(text) = String::from_utf8(decoded)
     {

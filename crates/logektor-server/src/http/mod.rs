@@ -87,7 +87,11 @@ impl ApiError {
     /// A failure of ours: logged in full, answered with generic text.
     fn internal(detail: impl std::fmt::Display) -> Self {
         error!(error = %detail, "internal error");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal server error")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal server error",
+        )
     }
 }
 
@@ -97,7 +101,9 @@ impl From<IngestError> for ApiError {
             IngestError::Invalid(decode) if decode.is_too_large() => {
                 ApiError::too_large(decode.to_string())
             }
-            IngestError::Invalid(decode) => ApiError::bad_request("invalid_event", decode.to_string()),
+            IngestError::Invalid(decode) => {
+                ApiError::bad_request("invalid_event", decode.to_string())
+            }
             IngestError::Overloaded { .. } => ApiError::unavailable(err.to_string(), 1),
             IngestError::Wal(wal) => {
                 error!(error = %wal, "WAL append failed");

@@ -40,7 +40,10 @@ pub(super) async fn sql(
         .is_some_and(|v| v.starts_with("application/json"));
     let (sql, body_format) = if is_json {
         let request: SqlRequest = serde_json::from_slice(&raw).map_err(|err| {
-            ApiError::bad_request("invalid_request", format!("expected {{\"sql\": \"...\"}}: {err}"))
+            ApiError::bad_request(
+                "invalid_request",
+                format!("expected {{\"sql\": \"...\"}}: {err}"),
+            )
         })?;
         (request.sql, request.format)
     } else {
@@ -67,9 +70,14 @@ fn authorize_read(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError>
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .map(str::trim)
-        .ok_or_else(|| ApiError::unauthorized("missing read token: send Authorization: Bearer <token>"))?;
+        .ok_or_else(|| {
+            ApiError::unauthorized("missing read token: send Authorization: Bearer <token>")
+        })?;
     if !state.keys.is_read_token(token) {
         return Err(ApiError::unauthorized("invalid read token"));
     }
@@ -118,7 +126,9 @@ async fn stream_query(state: &AppState, sql: String, format: Format) -> Result<R
                     Some(Ok(batch)) => batch,
                     Some(Err(err)) => {
                         warn!(error = %err, "query failed while streaming its result");
-                        let _ = chunk_tx.send(Err(std::io::Error::other(err.to_string()))).await;
+                        let _ = chunk_tx
+                            .send(Err(std::io::Error::other(err.to_string())))
+                            .await;
                         return;
                     }
                 },
@@ -126,7 +136,9 @@ async fn stream_query(state: &AppState, sql: String, format: Format) -> Result<R
             let chunk = match encoder.write(&batch) {
                 Ok(chunk) => chunk,
                 Err(err) => {
-                    let _ = chunk_tx.send(Err(std::io::Error::other(err.to_string()))).await;
+                    let _ = chunk_tx
+                        .send(Err(std::io::Error::other(err.to_string())))
+                        .await;
                     return;
                 }
             };
@@ -142,11 +154,14 @@ async fn stream_query(state: &AppState, sql: String, format: Format) -> Result<R
     match head_rx.await {
         Ok(Ok(())) => {}
         Ok(Err(err)) => return Err(err.into()),
-        Err(_) => return Err(QueryError::Internal("query task ended without an answer".into()).into()),
+        Err(_) => {
+            return Err(QueryError::Internal("query task ended without an answer".into()).into());
+        }
     }
     let mut response = Body::from_stream(ReceiverStream::new(chunk_rx)).into_response();
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(format.content_type()));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(format.content_type()),
+    );
     Ok(response)
 }

@@ -1,0 +1,235 @@
+//! Events in through the Segment API, out through SQL in every format, before and after flush.
+
+use std::io::Cursor;
+
+use serde_json::{Value, json};
+
+use crate::support::{
+    READ_TOKEN, TestServer, delta_commits, send_batches, track_events, wait_for_commit_after,
+};
+
+fn send_single_calls(server: &TestServer) {
+    let calls = [
+        (
+            "/v1/track",
+            json!({"userId": "solo", "event": "Solo Track", "messageId": "single-track"}),
+        ),
+        (
+            "/v1/page",
+            json!({"anonymousId": "anon-1", "name": "Pricing", "messageId": "single-page",
+            "properties": {"url": "https://shop.example/pricing?utm_source=newsletter&utm_campaign=spring",
+                           "title": "Pricing", "referrer": "https://www.google.com/search?q=x"},
+            "context": {"userAgent": "Mozilla/5.0", "locale": "de-DE", "ip": "203.0.113.5"}}),
+        ),
+        (
+            "/v1/screen",
+            json!({"userId": "solo", "name": "Home", "messageId": "single-screen"}),
+        ),
+        (
+            "/v1/identify",
+            json!({"userId": "solo", "anonymousId": "anon-1", "traits": {"email": "solo@example.com"}, "messageId": "single-identify"}),
+        ),
+        (
+            "/v1/group",
+            json!({"userId": "solo", "groupId": "acme", "traits": {"plan": "team"}, "messageId": "single-group"}),
+        ),
+        (
+            "/v1/alias",
+            json!({"userId": "solo", "previousId": "anon-1", "messageId": "single-alias"}),
+        ),
+    ];
+    for (path, body) in calls {
+        let (status, answer) = server.post(path, &body);
+        assert_eq!(status, 200, "{path}: {answer}");
+        assert_eq!(answer, json!({"success": true}));
+    }
+}
+
+fn assert_contents(server: &TestServer, batch_events: i64) {
+    let total = batch_events + 6;
+    assert_eq!(server.count("SELECT count(*) AS n FROM events"), total);
+    assert_eq!(
+        server.count("SELECT count(DISTINCT message_id) AS n FROM events"),
+        total
+    );
+    let by_type = server.sql("SELECT type, count(*) AS n FROM events GROUP BY type ORDER BY type");
+    assert_eq!(
+        by_type,
+        vec![
+            json!({"type": "alias", "n": 1}),
+            json!({"type": "group", "n": 1}),
+            json!({"type": "identify", "n": 1}),
+            json!({"type": "page", "n": 1}),
+            json!({"type": "screen", "n": 1}),
+            json!({"type": "track", "n": batch_events + 1}),
+        ]
+    );
+    let page = &server.sql(
+        "SELECT event, anonymous_id, page_url, page_path, page_title, page_referrer, referrer_host, \
+         utm_source, utm_campaign, user_agent, locale, ip, source FROM events WHERE message_id = 'single-page'",
+    )[0];
+    assert_eq!(
+        page,
+        &json!({
+            "event": "Pricing", "anonymous_id": "anon-1",
+            "page_url": "https://shop.example/pricing?utm_source=newsletter&utm_campaign=spring",
+            "page_path": "/pricing", "page_title": "Pricing",
+            "page_referrer": "https://www.google.com/search?q=x", "referrer_host": "google.com",
+            "utm_source": "newsletter", "utm_campaign": "spring", "user_agent": "Mozilla/5.0",
+            "locale": "de-DE", "ip": "203.0.113.5", "source": "default",
+        })
+    );
+    let identify = &server.sql("SELECT user_id, traits FROM events WHERE type = 'identify'")[0];
+    assert_eq!(identify["user_id"], "solo");
+    let traits: Value = serde_json::from_str(identify["traits"].as_str().unwrap()).unwrap();
+    assert_eq!(traits, json!({"email": "solo@example.com"}));
+    let group = &server.sql("SELECT group_id FROM events WHERE type = 'group'")[0];
+    assert_eq!(group["group_id"], "acme");
+    let alias = &server.sql("SELECT previous_id FROM events WHERE type = 'alias'")[0];
+    assert_eq!(alias["previous_id"], "anon-1");
+
+    let tracked = &server.sql(
+        "SELECT event, user_id, timestamp, event_date, properties FROM events WHERE message_id = 'b-7'",
+    )[0];
+    assert_eq!(tracked["event"], "Event 2");
+    assert_eq!(tracked["user_id"], "user-7");
+    assert!(
+        tracked["timestamp"]
+            .as_str()
+            .unwrap()
+            .starts_with("2024-05-01T12:00:00"),
+        "{tracked}"
+    );
+    assert_eq!(tracked["event_date"], "2024-05-01");
+    let properties: Value = serde_json::from_str(tracked["properties"].as_str().unwrap()).unwrap();
+    assert_eq!(properties, json!({"index": 7, "prefix": "b"}));
+
+    // CSV: a header and one line per row.
+    let (status, csv) = server.sql_raw(
+        "SELECT message_id, event FROM events WHERE type = 'track' ORDER BY message_id",
+        "csv",
+    );
+    assert_eq!(status, 200);
+    let csv = String::from_utf8(csv).unwrap();
+    let mut lines = csv.lines();
+    assert_eq!(lines.next(), Some("message_id,event"));
+    assert_eq!(lines.count() as i64, batch_events + 1);
+
+    // Arrow IPC stream, read back with arrow's reader.
+    let (status, ipc) = server.sql_raw("SELECT message_id FROM events", "arrow");
+    assert_eq!(status, 200);
+    let reader = arrow::ipc::reader::StreamReader::try_new(Cursor::new(ipc), None).unwrap();
+    let rows: usize = reader.map(|batch| batch.unwrap().num_rows()).sum();
+    assert_eq!(rows as i64, total);
+
+    // NDJSON and Parquet.
+    let (status, ndjson) = server.sql_raw("SELECT message_id FROM events", "ndjson");
+    assert_eq!(status, 200);
+    assert_eq!(
+        String::from_utf8(ndjson).unwrap().lines().count() as i64,
+        total
+    );
+    let (status, parquet) = server.sql_raw("SELECT message_id FROM events", "parquet");
+    assert_eq!(status, 200);
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+        bytes::Bytes::from(parquet),
+    )
+    .unwrap()
+    .build()
+    .unwrap();
+    assert_eq!(
+        reader.map(|b| b.unwrap().num_rows()).sum::<usize>() as i64,
+        total
+    );
+}
+
+#[test]
+fn acknowledged_events_are_queryable_at_once_and_after_flush_and_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    // A flush interval of an hour: right after the 200s everything is in the buffer only.
+    let server = TestServer::start(dir.path(), &["--flush-interval", "1h"]);
+    let events = track_events("b", 3000);
+    // Four concurrent senders, so requests share WAL group commits.
+    std::thread::scope(|scope| {
+        for part in events.chunks(750) {
+            let server = &server;
+            scope.spawn(move || send_batches(server, part, 100));
+        }
+    });
+    send_single_calls(&server);
+    assert_eq!(
+        delta_commits(dir.path()),
+        1,
+        "nothing should have been flushed yet"
+    );
+    assert_contents(&server, 3000);
+
+    // Graceful stop flushes; a restart serves the same rows from the table.
+    server.stop();
+    assert_eq!(delta_commits(dir.path()), 2, "shutdown flushes once");
+    let server = TestServer::start(dir.path(), &["--flush-interval", "1h"]);
+    assert_contents(&server, 3000);
+    server.stop();
+
+    // A short interval: rows move to the table while the server runs.
+    let server = TestServer::start(dir.path(), &["--flush-interval", "100ms"]);
+    let commits = delta_commits(dir.path());
+    send_batches(&server, &track_events("c", 500), 100);
+    assert_eq!(
+        server.count("SELECT count(*) AS n FROM events WHERE message_id LIKE 'c-%'"),
+        500
+    );
+    wait_for_commit_after(dir.path(), commits);
+    assert_eq!(
+        server.count("SELECT count(*) AS n FROM events WHERE message_id LIKE 'c-%'"),
+        500
+    );
+    assert_eq!(server.count("SELECT count(*) AS n FROM events"), 3006 + 500);
+    server.stop();
+}
+
+#[test]
+fn no_event_is_missing_or_doubled_while_flushes_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), &["--flush-interval", "20ms"]);
+    let mut sent = 0;
+    for round in 0..40 {
+        send_batches(&server, &track_events(&format!("r{round}"), 50), 50);
+        sent += 50;
+        // Every acknowledged event exactly once, whatever the flusher is doing at this moment.
+        let counts =
+            &server.sql("SELECT count(*) AS n, count(DISTINCT message_id) AS d FROM events")[0];
+        assert_eq!(counts["n"], sent, "round {round}");
+        assert_eq!(counts["d"], sent, "round {round}");
+    }
+    assert!(
+        delta_commits(dir.path()) > 2,
+        "the flusher should have committed several times"
+    );
+    server.stop();
+}
+
+#[test]
+fn sql_accepts_raw_text_and_format_query_parameter() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), &[]);
+    send_batches(&server, &track_events("t", 3), 3);
+    let response = server
+        .client()
+        .post(server.url("/v1/sql?format=csv"))
+        .bearer_auth(READ_TOKEN)
+        .header("content-type", "text/plain")
+        .body("SELECT count(*) AS n FROM events")
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
+    assert_eq!(response.text().unwrap(), "n\n3\n");
+    // An empty result is an empty JSON array.
+    assert!(server.sql("SELECT * FROM events WHERE 1 = 0").is_empty());
+}

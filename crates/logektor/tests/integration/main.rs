@@ -1,0 +1,8 @@
+//! Integration tests: the real `logektor` binary on a loopback port with a temporary data
+//! folder, driven over HTTP. One test binary (it links once), one module per concern.
+
+mod bad_input;
+mod durability;
+mod ingest_query;
+mod offline;
+mod support;

@@ -1,0 +1,205 @@
+//! `TestServer`: starts the binary, finds its port, stops it gracefully or with SIGKILL.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+pub const WRITE_KEY: &str = "test-write-key";
+pub const READ_TOKEN: &str = "test-read-token";
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_logektor")
+}
+
+pub struct TestServer {
+    child: Option<Child>,
+    pub base: String,
+    client: reqwest::blocking::Client,
+}
+
+impl TestServer {
+    /// Starts a server on `data_dir`; `extra` adds flags (e.g. `--flush-interval`).
+    pub fn start(data_dir: &Path, extra: &[&str]) -> Self {
+        let mut child = Command::new(binary())
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(["--write-key", &format!("default={WRITE_KEY}")])
+            .args(["--write-key", "mobile=mobile-key"])
+            .args(["--read-token", READ_TOKEN])
+            .args(extra)
+            .env("LOGEKTOR_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start logektor");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let base = loop {
+            let line = lines
+                .next()
+                .expect("server exited before listening")
+                .expect("read stdout");
+            if let Some(address) = line.strip_prefix("Logektor listening on ") {
+                break address.trim().to_owned();
+            }
+        };
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        let server = Self {
+            child: Some(child),
+            base,
+            client: reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .unwrap(),
+        };
+        let health = server.client.get(server.url("/health")).send().unwrap();
+        assert_eq!(health.status(), 200);
+        server
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn client(&self) -> &reqwest::blocking::Client {
+        &self.client
+    }
+
+    /// POSTs JSON to a Segment endpoint with HTTP Basic auth.
+    pub fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let response = self
+            .client
+            .post(self.url(path))
+            .basic_auth(WRITE_KEY, Some(""))
+            .json(body)
+            .send()
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().unwrap_or(Value::Null))
+    }
+
+    /// Runs SQL; returns the status and the raw body.
+    pub fn sql_raw(&self, sql: &str, format: &str) -> (u16, Vec<u8>) {
+        let response = self
+            .client
+            .post(self.url("/v1/sql"))
+            .bearer_auth(READ_TOKEN)
+            .json(&json!({"sql": sql, "format": format}))
+            .send()
+            .unwrap();
+        (
+            response.status().as_u16(),
+            response.bytes().unwrap().to_vec(),
+        )
+    }
+
+    /// Runs SQL and returns the rows as JSON objects (panics on error).
+    pub fn sql(&self, sql: &str) -> Vec<Value> {
+        let (status, body) = self.sql_raw(sql, "json");
+        assert_eq!(status, 200, "{sql}: {}", String::from_utf8_lossy(&body));
+        serde_json::from_slice::<Vec<Value>>(&body).unwrap()
+    }
+
+    /// A single number from `SELECT <expr> AS n ...`.
+    pub fn count(&self, sql: &str) -> i64 {
+        self.sql(sql)[0]["n"].as_i64().unwrap()
+    }
+
+    /// SIGTERM and wait: the graceful path (drain, flush, exit 0).
+    pub fn stop(mut self) {
+        let mut child = self.child.take().unwrap();
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let exit = wait_with_timeout(&mut child, Duration::from_secs(60));
+        assert!(
+            exit.success(),
+            "graceful shutdown should exit 0, got {exit:?}"
+        );
+    }
+
+    /// SIGKILL: no flush, no cleanup.
+    pub fn kill(mut self) {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}
+
+fn wait_with_timeout(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            panic!("server did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Number of commits in the table's Delta log (version 0 is the table's creation).
+pub fn delta_commits(data_dir: &Path) -> usize {
+    std::fs::read_dir(data_dir.join("events/_delta_log"))
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Waits until the table has more than `commits` commits.
+pub fn wait_for_commit_after(data_dir: &Path, commits: usize) {
+    let started = Instant::now();
+    while delta_commits(data_dir) <= commits {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no flush within 30s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `n` track events with message ids `{prefix}-{i}`.
+pub fn track_events(prefix: &str, n: usize) -> Vec<Value> {
+    (0..n)
+        .map(|i| {
+            json!({
+                "type": "track",
+                "event": format!("Event {}", i % 5),
+                "userId": format!("user-{}", i % 17),
+                "messageId": format!("{prefix}-{i}"),
+                "timestamp": "2024-05-01T12:00:00.000Z",
+                "properties": {"index": i, "prefix": prefix},
+            })
+        })
+        .collect()
+}
+
+/// Posts `events` as batches of `per_batch`, asserting each 200.
+pub fn send_batches(server: &TestServer, events: &[Value], per_batch: usize) {
+    for chunk in events.chunks(per_batch) {
+        let (status, body) = server.post("/v1/batch", &json!({"batch": chunk}));
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body, json!({"success": true}));
+    }
+}

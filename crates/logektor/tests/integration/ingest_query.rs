@@ -233,3 +233,20 @@ fn sql_accepts_raw_text_and_format_query_parameter() {
     // An empty result is an empty JSON array.
     assert!(server.sql("SELECT * FROM events WHERE 1 = 0").is_empty());
 }
+
+#[test]
+fn example_reports_in_queries_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), &[]);
+    send_batches(&server, &track_events("rep", 34), 34);
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../queries/events_per_day.sql"
+    );
+    let sql = std::fs::read_to_string(path).unwrap();
+    let rows = server.sql(&sql);
+    assert_eq!(
+        rows,
+        vec![json!({"event_date": "2024-05-01", "type": "track", "events": 34, "visitors": 17})]
+    );
+}

@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 
 use crate::enrich;
 use crate::error::{DecodeError, Result};
-use crate::time::{micros_to_days, parse_iso8601_micros};
+use crate::time::{MAX_MICROS, MIN_MICROS, micros_to_days, parse_iso8601_micros};
 use crate::{MAX_BATCH_BYTES, MAX_EVENT_BYTES};
 
 /// The Segment call a body was posted to. Stored in WAL records, hence the stable codes.
@@ -318,12 +318,21 @@ fn object_field<'a>(
 fn optional_timestamp(value: Option<&Value>, location: &str, key: &str) -> Result<Option<i64>> {
     match value {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(text)) => parse_iso8601_micros(text).map(Some).ok_or_else(|| {
-            DecodeError::invalid(
-                location,
-                format!("\"{key}\" is not an ISO-8601 timestamp: {text:?}"),
-            )
-        }),
+        Some(Value::String(text)) => {
+            let micros = parse_iso8601_micros(text).ok_or_else(|| {
+                DecodeError::invalid(
+                    location,
+                    format!("\"{key}\" is not an ISO-8601 timestamp: {text:?}"),
+                )
+            })?;
+            if !(MIN_MICROS..=MAX_MICROS).contains(&micros) {
+                return Err(DecodeError::invalid(
+                    location,
+                    format!("\"{key}\" is outside the years 1900 to 9999: {text:?}"),
+                ));
+            }
+            Ok(Some(micros))
+        }
         Some(_) => Err(DecodeError::invalid(
             location,
             format!("\"{key}\" must be an ISO-8601 timestamp string"),
@@ -414,10 +423,17 @@ fn build_event(
     // event time by the same amount. Without a client timestamp the receive time is the best
     // estimate of when the event happened.
     let timestamp = match (client_timestamp, sent_at) {
+        // Both inputs are range-checked, so this cannot overflow; the result is checked again.
         (Some(ts), Some(sent)) => meta.received_at_micros - (sent - ts),
         (Some(ts), None) => ts,
         (None, _) => meta.received_at_micros,
     };
+    if !(MIN_MICROS..=MAX_MICROS).contains(&timestamp) {
+        return Err(DecodeError::invalid(
+            location,
+            "\"timestamp\" corrected for clock skew (received_at - (sentAt - timestamp)) is outside the years 1900 to 9999",
+        ));
+    }
 
     let properties = object_field(&object, "properties", location)?;
     let traits = object_field(&object, "traits", location)?;
@@ -619,6 +635,16 @@ mod tests {
                 Endpoint::Single(EventType::Page),
                 "[1]",
                 "event must be a JSON object",
+            ),
+            (
+                Endpoint::Single(EventType::Track),
+                r#"{"event": "x", "userId": "u", "timestamp": "1800-01-01T00:00:00Z"}"#,
+                "outside the years 1900 to 9999",
+            ),
+            (
+                Endpoint::Single(EventType::Track),
+                r#"{"event": "x", "userId": "u", "timestamp": "9999-12-31T00:00:00Z", "sentAt": "1900-01-01T00:00:00Z"}"#,
+                "corrected for clock skew",
             ),
         ];
         for (endpoint, body, expected) in cases {

@@ -23,6 +23,11 @@ pub(crate) fn parse_iso8601_micros(text: &str) -> Option<i64> {
     None
 }
 
+/// Earliest accepted event time: 1900-01-01T00:00:00Z.
+pub(crate) const MIN_MICROS: i64 = -2_208_988_800_000_000;
+/// Latest accepted event time: 9999-12-31T23:59:59.999999Z.
+pub(crate) const MAX_MICROS: i64 = 253_402_300_799_999_999;
+
 /// Days since the Unix epoch of a UTC timestamp in microseconds (Arrow `Date32`).
 pub(crate) fn micros_to_days(micros: i64) -> i32 {
     micros.div_euclid(86_400_000_000) as i32

@@ -60,6 +60,8 @@ pub(crate) struct SegmentScan {
     pub valid_len: u64,
     /// Why the scan stopped before the end of the file, if it did.
     pub damage: Option<String>,
+    /// Whether an intact record follows the damage (so it is not a torn tail).
+    pub intact_after: bool,
 }
 
 pub(crate) fn scan_segment(path: &Path) -> Result<SegmentScan> {
@@ -72,6 +74,7 @@ pub(crate) fn scan_segment(path: &Path) -> Result<SegmentScan> {
             records: Vec::new(),
             valid_len: 0,
             damage: Some("missing or bad segment header".into()),
+            intact_after: false,
         });
     }
     let mut records = Vec::new();
@@ -105,10 +108,36 @@ pub(crate) fn scan_segment(path: &Path) -> Result<SegmentScan> {
         });
         offset += RECORD_HEADER + len;
     };
+    // A crash tears only the end of what was being written. If an intact record follows the
+    // damage, the damage is in the middle of acknowledged data: that is corruption, not a tear.
+    let min_seq = records.last().map_or(0, |r: &Record| r.seq + 1);
+    let intact_after = damage.is_some() && intact_record_after(&bytes, offset + 1, min_seq);
     Ok(SegmentScan {
         records,
         valid_len: offset as u64,
         damage,
+        intact_after,
+    })
+}
+
+/// Whether a record with a valid checksum and a sequence number `>= min_seq` starts anywhere
+/// at or after `from`.
+fn intact_record_after(bytes: &[u8], from: usize, min_seq: u64) -> bool {
+    let last_start = bytes.len().saturating_sub(RECORD_HEADER);
+    (from..=last_start).any(|start| {
+        let rest = &bytes[start..];
+        if rest.len() < RECORD_HEADER {
+            return false;
+        }
+        let len = u32::from_le_bytes(rest[0..4].try_into().unwrap()) as usize;
+        if len > MAX_PAYLOAD || rest.len() < RECORD_HEADER + len {
+            return false;
+        }
+        let crc = u32::from_le_bytes(rest[4..8].try_into().unwrap());
+        let seq_bytes: [u8; 8] = rest[8..16].try_into().unwrap();
+        let payload = &rest[RECORD_HEADER..RECORD_HEADER + len];
+        u64::from_le_bytes(seq_bytes) >= min_seq
+            && crc32c::crc32c_append(crc32c::crc32c(&seq_bytes), payload) == crc
     })
 }
 
@@ -121,7 +150,7 @@ pub fn read_dir_records(dir: &Path, after_seq: u64) -> Result<Vec<Record>> {
     for (index, (_, path)) in segments.iter().enumerate() {
         let scan = scan_segment(path)?;
         if let Some(reason) = scan.damage
-            && index + 1 != segments.len()
+            && (index + 1 != segments.len() || scan.intact_after)
         {
             return Err(Error::Corrupt {
                 path: path.clone(),
@@ -136,17 +165,27 @@ pub fn read_dir_records(dir: &Path, after_seq: u64) -> Result<Vec<Record>> {
 
 pub(crate) fn create_segment(dir: &Path, first_seq: u64) -> Result<(File, PathBuf)> {
     let path = segment_path(dir, first_seq);
-    let mut file = OpenOptions::new()
+    let created = OpenOptions::new()
         .create(true)
         .truncate(true)
         .write(true)
         .open(&path)
-        .map_err(|err| Error::io(&path, err))?;
-    file.write_all(MAGIC)
-        .and_then(|()| file.sync_all())
-        .map_err(|err| Error::io(&path, err))?;
-    sync_dir(dir)?;
-    Ok((file, path))
+        .and_then(|mut file| {
+            file.write_all(MAGIC)?;
+            file.sync_all()?;
+            Ok(file)
+        });
+    match created {
+        Ok(file) => {
+            sync_dir(dir)?;
+            Ok((file, path))
+        }
+        Err(err) => {
+            // Leave no half-made segment behind (e.g. on a full disk).
+            let _ = fs::remove_file(&path);
+            Err(Error::io(&path, err))
+        }
+    }
 }
 
 /// Makes file creations and deletions in `dir` durable.

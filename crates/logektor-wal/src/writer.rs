@@ -86,8 +86,20 @@ impl<T: Send + 'static> Wal<T> {
         for (index, (first_seq, path)) in existing.iter().enumerate() {
             let scan = segment::scan_segment(path)?;
             let is_last = index + 1 == existing.len();
+            // A segment holding nothing but (part of) its header is left over from a creation
+            // that failed or was cut short: nothing to keep, wherever it sits.
+            let header_only = scan.records.is_empty()
+                && fs::metadata(path)
+                    .map_err(|err| Error::io(path, err))?
+                    .len()
+                    <= segment::MAGIC.len() as u64;
+            if header_only {
+                fs::remove_file(path).map_err(|err| Error::io(path, err))?;
+                segment::sync_dir(&config.dir)?;
+                continue;
+            }
             if let Some(reason) = &scan.damage {
-                if !is_last {
+                if !is_last || scan.intact_after {
                     return Err(Error::Corrupt {
                         path: path.clone(),
                         offset: scan.valid_len,
@@ -106,8 +118,8 @@ impl<T: Send + 'static> Wal<T> {
                 }
             }
             let Some(last_record) = scan.records.last() else {
-                // An empty segment (or one torn inside its header) holds nothing to keep, and
-                // a new segment may be about to take its name.
+                // The newest segment, torn inside its first record: nothing to keep, and a new
+                // segment may be about to take its name.
                 fs::remove_file(path).map_err(|err| Error::io(path, err))?;
                 segment::sync_dir(&config.dir)?;
                 continue;
@@ -291,6 +303,10 @@ where
             .write_all(buffer)
             .and_then(|()| self.file.sync_data());
         if let Err(err) = outcome {
+            // Cut what this group may have left in the file, so a restart does not replay
+            // records whose senders were told they failed. Best effort: the log is poisoned
+            // either way.
+            let _ = self.file.set_len(self.file_len);
             let reason = format!("write or fsync of {} failed: {err}", self.path.display());
             error!(%reason, "WAL failed; refusing further writes");
             *self.failure.lock().expect("wal failure lock") = Some(reason.clone());
@@ -468,6 +484,41 @@ mod tests {
             .err()
             .unwrap();
         assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn damage_followed_by_intact_records_is_corruption_not_a_tear() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, _, _) = open(dir.path(), 0);
+        for i in 0..3u32 {
+            wal.append(vec![i as u8; 50], i).await.unwrap();
+        }
+        wal.close();
+        let (_, path) = segment::list_segments(dir.path()).unwrap().pop().unwrap();
+        let mut bytes = fs::read(&path).unwrap();
+        // Corrupt the payload of the first record; records 2 and 3 stay intact.
+        bytes[segment::MAGIC.len() + segment::RECORD_HEADER + 3] ^= 0xff;
+        fs::write(&path, &bytes).unwrap();
+        let err = Wal::<u32>::open(WalConfig::new(dir.path()), 0, |_| {})
+            .err()
+            .unwrap();
+        assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+        assert!(crate::read_dir_records(dir.path(), 0).is_err());
+        // Nothing was cut.
+        assert_eq!(fs::read(&path).unwrap(), bytes);
+    }
+
+    #[tokio::test]
+    async fn leftover_header_only_segments_are_dropped_wherever_they_sit() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, _, _) = open(dir.path(), 0);
+        wal.append(vec![1; 10], 1).await.unwrap();
+        wal.close();
+        // A segment whose creation failed half-way, older than the newest one.
+        fs::write(segment::segment_path(dir.path(), 0), b"LGK").unwrap();
+        let (wal, replay, _) = open(dir.path(), 0);
+        assert_eq!(replay.len(), 1);
+        assert_eq!(wal.append(vec![2], 2).await.unwrap(), 2);
     }
 
     #[tokio::test]

@@ -34,7 +34,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/sql", post(sql::sql))
         .route("/v1/{call}", post(ingest::segment))
         .fallback(not_found)
-        .layer(TraceLayer::new_for_http())
+        // Spans name the path only: query strings may carry a write key.
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
+            tracing::info_span!("http", method = %request.method(), path = %request.uri().path())
+        }))
         .with_state(state)
 }
 

@@ -100,3 +100,66 @@ print(data.num_rows, len(set(data.column("message_id").to_pylist())), sorted(tab
         "1234 1234 ['event_date']"
     );
 }
+
+#[test]
+fn first_start_creates_prints_and_keeps_credentials() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let dir = tempfile::tempdir().unwrap();
+    let start = || {
+        let mut child = Command::new(crate::support::binary())
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path())
+            .env("LOGEKTOR_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut printed = Vec::new();
+        let base = loop {
+            let line = lines.next().unwrap().unwrap();
+            if let Some(address) = line.strip_prefix("Logektor listening on ") {
+                break address.to_owned();
+            }
+            printed.push(line);
+        };
+        (child, base, printed)
+    };
+    let (mut child, base, printed) = start();
+    let find = |prefix: &str| {
+        printed
+            .iter()
+            .find_map(|line| line.trim().strip_prefix(prefix).map(str::to_owned))
+            .unwrap_or_else(|| panic!("no {prefix:?} in {printed:?}"))
+    };
+    let write_key = find("write key for source \"default\": ");
+    let read_token = find("read token: ");
+    let client = reqwest::blocking::Client::new();
+    let response = client
+        .post(format!("{base}/v1/track"))
+        .basic_auth(&write_key, Some(""))
+        .body(r#"{"userId": "u", "event": "e"}"#)
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // The second start keeps the same credentials and prints no secrets.
+    let (mut child, base, printed) = start();
+    assert!(
+        printed
+            .iter()
+            .all(|line| !line.contains(&write_key) && !line.contains(&read_token))
+    );
+    let response = client
+        .post(format!("{base}/v1/sql"))
+        .bearer_auth(&read_token)
+        .body("SELECT count(*) AS n FROM events")
+        .send()
+        .unwrap();
+    assert_eq!(response.text().unwrap(), r#"[{"n":1}]"#);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

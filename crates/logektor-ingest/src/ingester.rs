@@ -67,7 +67,7 @@ pub enum IngestError {
 pub struct Ingester {
     wal: Wal<RecordBatch>,
     buffer: Arc<Buffer>,
-    table: Mutex<EventTable>,
+    table: Mutex<WriterTable>,
     flush: FlushConfig,
     wake_flusher: Notify,
 }
@@ -108,7 +108,10 @@ impl Ingester {
         Ok(Arc::new(Self {
             wal,
             buffer,
-            table: Mutex::new(table),
+            table: Mutex::new(WriterTable {
+                table,
+                stale: false,
+            }),
             flush: config.flush,
             wake_flusher: Notify::new(),
         }))
@@ -193,36 +196,48 @@ impl Ingester {
 
     /// Writes everything buffered to the table now. Returns the number of rows written.
     pub async fn flush_now(&self) -> Result<usize, logektor_table::Error> {
-        let mut table = self.table.lock().await;
+        let mut writer = self.table.lock().await;
+        if writer.stale {
+            // An earlier commit's outcome is unknown: learn the table's real position first,
+            // and show readers that same state, before writing anything.
+            writer.table = writer.table.reopen().await?;
+            writer.stale = false;
+            self.buffer.install_snapshot(writer.table.snapshot());
+        }
+        // The buffer's snapshot is the writer's, so "pending" is exactly what the table lacks.
+        debug_assert_eq!(
+            self.buffer.table().committed_seq(),
+            writer.table.committed_seq()
+        );
         let Some((batches, through)) = self.buffer.pending() else {
             return Ok(0);
         };
         let batch = concat_batches(&schema::events_schema(), &batches)?;
         let rows = batch.num_rows();
         let started = std::time::Instant::now();
-        match table.append(&batch, through).await {
-            Ok(version) => {
-                info!(
-                    rows,
-                    through_seq = through,
-                    version,
-                    elapsed_ms = started.elapsed().as_millis() as u64,
-                    "flushed"
-                );
+        if let Err(err) = writer.table.append(&batch, through).await {
+            // The commit may have landed although we saw an error (e.g. a timeout after the log
+            // write). Re-read the table's record of our position; until that succeeds the
+            // writer is stale and nothing is written.
+            warn!(error = %err, "commit failed; checking whether it landed");
+            writer.stale = true;
+            writer.table = writer.table.reopen().await?;
+            writer.stale = false;
+            self.buffer.install_snapshot(writer.table.snapshot());
+            if writer.table.committed_seq() < through {
+                return Err(err);
             }
-            Err(err) => {
-                // The commit may have landed even though we saw an error (e.g. a timeout after
-                // the log write). Re-read the table's record of our position before retrying,
-                // so rows are never committed twice.
-                warn!(error = %err, "commit failed; checking whether it landed");
-                *table = table.reopen().await?;
-                if table.committed_seq() < through {
-                    return Err(err);
-                }
-            }
+        } else {
+            info!(
+                rows,
+                through_seq = through,
+                version = ?writer.table.version(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "flushed"
+            );
+            self.buffer.install_snapshot(writer.table.snapshot());
         }
-        self.buffer.install_snapshot(table.snapshot());
-        if let Err(err) = self.wal.remove_through(table.committed_seq()).await {
+        if let Err(err) = self.wal.remove_through(writer.table.committed_seq()).await {
             warn!(error = %err, "could not delete committed WAL segments; will retry after the next flush");
         }
         Ok(rows)
@@ -233,6 +248,13 @@ impl Ingester {
         self.flush_now().await?;
         Ok(())
     }
+}
+
+/// The table handle the flusher writes through. `stale` means a commit's outcome is unknown
+/// and the handle must be reloaded before the next write.
+struct WriterTable {
+    table: EventTable,
+    stale: bool,
 }
 
 /// Why the write path could not start.

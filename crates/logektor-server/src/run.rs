@@ -8,12 +8,17 @@ use logektor_query::{QueryConfig, QueryEngine};
 use logektor_table::TableLocation;
 use logektor_wal::WalConfig;
 use tokio::sync::watch;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::config::ServeArgs;
 use crate::http::{AppState, router};
 use crate::keys::{self, Keys};
 use crate::layout;
+
+/// How long shutdown waits for in-flight requests before flushing anyway. A request still
+/// running after that is either acknowledged (then its events are in the WAL and replayed on the
+/// next start) or not (then its client retries).
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Runs the server until SIGINT or SIGTERM, then shuts down in order: stop accepting, finish
 /// in-flight requests, flush the buffer into the table, exit.
@@ -111,13 +116,29 @@ async fn serve(
     let address = listener.local_addr()?;
     info!(%address, "listening");
     println!("Logektor listening on http://{address}");
-    axum::serve(
+    let (stopping_tx, stopping) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stopping_tx.send(true);
+    });
+    let mut stop_accepting = stopping.clone();
+    let server = axum::serve(
         listener,
         router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown_signal())
-    .await
-    .context("serving HTTP")?;
+    .with_graceful_shutdown(async move {
+        let _ = stop_accepting.wait_for(|stop| *stop).await;
+    });
+    // A client that never finishes its request must not keep the buffer from being flushed.
+    let mut drain_limit = stopping.clone();
+    let drain_deadline = async move {
+        let _ = drain_limit.wait_for(|stop| *stop).await;
+        tokio::time::sleep(DRAIN_TIMEOUT).await;
+    };
+    tokio::select! {
+        served = server => served.context("serving HTTP")?,
+        () = drain_deadline => warn!(?DRAIN_TIMEOUT, "connections still open; flushing without them"),
+    }
 
     info!("stopped accepting; in-flight requests done; flushing");
     let _ = stop_flusher.send(true);

@@ -29,6 +29,12 @@ pub enum Error {
     Arrow(#[from] arrow::error::ArrowError),
     #[error("invalid table location {location:?}: {reason}")]
     Location { location: String, reason: String },
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{0}")]
     DataFusion(#[from] datafusion::error::DataFusionError),
 }

@@ -8,9 +8,9 @@ use arrow::record_batch::RecordBatch;
 use datafusion::catalog::{Session, TableProvider};
 use deltalake::DeltaTable;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
-use deltalake::kernel::transaction::CommitProperties;
-use deltalake::kernel::{StructType, Transaction};
-use deltalake::protocol::SaveMode;
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
+use deltalake::kernel::{Action, StructType, Transaction};
+use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use logektor_event::schema::{EVENT_DATE, events_schema};
 use tracing::info;
@@ -64,6 +64,46 @@ impl TableLocation {
     pub fn local_path(&self) -> Option<PathBuf> {
         self.url.to_file_path().ok()
     }
+
+    /// The local path of a table-relative (URI-encoded) path, as Delta `add` actions hold them.
+    fn file_path(&self, relative: &str) -> Result<PathBuf> {
+        let error = |reason: &str| Error::Location {
+            location: relative.to_owned(),
+            reason: reason.to_owned(),
+        };
+        self.url
+            .join(relative)
+            .map_err(|err| error(&err.to_string()))?
+            .to_file_path()
+            .map_err(|()| error("not a local file"))
+    }
+}
+
+/// fsyncs files and then their folders (new partition folders included), so a file that a
+/// commit names survives a power loss.
+fn sync_files(files: &[PathBuf]) -> Result<()> {
+    let io_error = |path: &Path, source: std::io::Error| Error::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let mut folders = std::collections::BTreeSet::new();
+    for file in files {
+        std::fs::File::open(file)
+            .and_then(|f| f.sync_all())
+            .map_err(|err| io_error(file, err))?;
+        if let Some(folder) = file.parent() {
+            folders.insert(folder.to_owned());
+            if let Some(grandparent) = folder.parent() {
+                folders.insert(grandparent.to_owned());
+            }
+        }
+    }
+    for folder in folders {
+        std::fs::File::open(&folder)
+            .and_then(|f| f.sync_all())
+            .map_err(|err| io_error(&folder, err))?;
+    }
+    Ok(())
 }
 
 /// The writer's handle on the events table.
@@ -127,13 +167,42 @@ impl EventTable {
         let sorted = sort_for_layout(batch)?;
         let transaction =
             Transaction::new(&self.app_id, i64::try_from(through_seq).unwrap_or(i64::MAX));
-        let mut writer = RecordBatchWriter::for_table(&self.table)?
-            .with_writer_properties(writer_properties())
-            .with_commit_properties(
-                CommitProperties::default().with_application_transaction(transaction),
-            );
+        let mut writer =
+            RecordBatchWriter::for_table(&self.table)?.with_writer_properties(writer_properties());
         writer.write(sorted).await?;
-        let version = writer.flush_and_commit(&mut self.table).await?;
+        let adds = writer.flush().await?;
+        // The object store and the Delta log store do not fsync on a local disk. The caller
+        // deletes WAL segments after this returns, so the files must be durable first.
+        if self.location.local_path().is_some() {
+            let files = adds
+                .iter()
+                .map(|add| self.location.file_path(&add.path))
+                .collect::<Result<Vec<_>>>()?;
+            sync_files(&files)?;
+        }
+        let operation = DeltaOperation::Write {
+            mode: SaveMode::Append,
+            partition_by: Some(vec![EVENT_DATE.to_owned()]),
+            predicate: None,
+        };
+        let finalized = CommitBuilder::from(
+            CommitProperties::default().with_application_transaction(transaction),
+        )
+        .with_actions(adds.into_iter().map(Action::Add).collect())
+        .build(
+            Some(self.table.snapshot()?),
+            self.table.log_store(),
+            operation,
+        )
+        .await?;
+        let version = finalized.version();
+        self.table.state = Some(finalized.snapshot());
+        if self.location.local_path().is_some() {
+            let log_file = self
+                .location
+                .file_path(&format!("_delta_log/{version:020}.json"))?;
+            sync_files(&[log_file])?;
+        }
         self.committed_seq = through_seq;
         Ok(version)
     }

@@ -91,12 +91,24 @@ fn now_micros() -> i64 {
 
 /// Reads the body up to `limit` bytes; more is a 413.
 pub(super) async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
-    axum::body::to_bytes(body, limit).await.map_err(|_| {
-        ApiError::too_large(format!(
+    match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(_)) => Err(ApiError::too_large(format!(
             "request body is larger than the limit of {limit} bytes"
-        ))
-    })
+        ))),
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "timeout",
+            format!(
+                "request body not received within {}s",
+                BODY_TIMEOUT.as_secs()
+            ),
+        )),
+    }
 }
+
+/// How long a client may take to send its body.
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Undoes `Content-Encoding: gzip`, refusing output beyond `limit` bytes without inflating
 /// more than `limit + 1` bytes (a small bomb never becomes a large allocation).

@@ -89,6 +89,9 @@ fn authorize_read(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError>
 /// late failure aborts the response.
 async fn stream_query(state: &AppState, sql: String, format: Format) -> Result<Response, ApiError> {
     let engine = Arc::clone(&state.engine);
+    // A client that stops reading gets this long per chunk before the query is dropped (and
+    // its memory released).
+    let send_timeout = engine.config().timeout;
     let (head_tx, head_rx) = oneshot::channel::<Result<(), QueryError>>();
     let (chunk_tx, chunk_rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     state.compute.spawn(async move {
@@ -126,9 +129,8 @@ async fn stream_query(state: &AppState, sql: String, format: Format) -> Result<R
                     Some(Ok(batch)) => batch,
                     Some(Err(err)) => {
                         warn!(error = %err, "query failed while streaming its result");
-                        let _ = chunk_tx
-                            .send(Err(std::io::Error::other(err.to_string())))
-                            .await;
+                        let failure = Err(std::io::Error::other(err.to_string()));
+                        let _ = tokio::time::timeout(send_timeout, chunk_tx.send(failure)).await;
                         return;
                     }
                 },
@@ -136,20 +138,24 @@ async fn stream_query(state: &AppState, sql: String, format: Format) -> Result<R
             let chunk = match encoder.write(&batch) {
                 Ok(chunk) => chunk,
                 Err(err) => {
-                    let _ = chunk_tx
-                        .send(Err(std::io::Error::other(err.to_string())))
-                        .await;
+                    let failure = Err(std::io::Error::other(err.to_string()));
+                    let _ = tokio::time::timeout(send_timeout, chunk_tx.send(failure)).await;
                     return;
                 }
             };
-            if !chunk.is_empty() && chunk_tx.send(Ok(chunk)).await.is_err() {
-                return; // the client went away
+            if !chunk.is_empty()
+                && !matches!(
+                    tokio::time::timeout(send_timeout, chunk_tx.send(Ok(chunk))).await,
+                    Ok(Ok(()))
+                )
+            {
+                return; // the client went away or stopped reading
             }
         }
         let tail = encoder
             .finish()
             .map_err(|err| std::io::Error::other(err.to_string()));
-        let _ = chunk_tx.send(tail).await;
+        let _ = tokio::time::timeout(send_timeout, chunk_tx.send(tail)).await;
     });
     match head_rx.await {
         Ok(Ok(())) => {}

@@ -32,28 +32,7 @@ enum Command {
         seed: u64,
     },
     /// Post batches to a server and report throughput and ack latency.
-    Send {
-        #[arg(long, default_value = "http://127.0.0.1:8080")]
-        url: String,
-        #[arg(long)]
-        write_key: String,
-        /// Events per batch.
-        #[arg(long, default_value_t = 100)]
-        batch: usize,
-        /// Concurrent connections.
-        #[arg(long, default_value_t = 8)]
-        connections: usize,
-        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
-        duration: Duration,
-        /// Target events per second over all connections (0 = as fast as possible).
-        #[arg(long, default_value_t = 0)]
-        rate: u64,
-        /// Server process id, to report its CPU time and memory.
-        #[arg(long)]
-        server_pid: Option<u32>,
-        #[arg(long, default_value_t = 42)]
-        seed: u64,
-    },
+    Send(SendArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -75,40 +54,35 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Send {
-            url,
-            write_key,
-            batch,
-            connections,
-            duration,
-            rate,
-            server_pid,
-            seed,
-        } => tokio::runtime::Builder::new_multi_thread()
+        Command::Send(args) => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()?
-            .block_on(send(SendArgs {
-                url,
-                write_key,
-                batch,
-                connections,
-                duration,
-                rate,
-                server_pid,
-                seed,
-            })),
+            .block_on(send(args)),
     }
 }
 
+#[derive(clap::Args)]
 struct SendArgs {
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
     url: String,
+    #[arg(long)]
     write_key: String,
+    /// Events per batch.
+    #[arg(long, default_value_t = 100)]
     batch: usize,
+    /// Concurrent connections.
+    #[arg(long, default_value_t = 8)]
     connections: usize,
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     duration: Duration,
+    /// Target events per second over all connections (0 = as fast as possible).
+    #[arg(long, default_value_t = 0)]
     rate: u64,
+    /// Server process id, to report its CPU time and memory.
+    #[arg(long)]
     server_pid: Option<u32>,
+    #[arg(long, default_value_t = 42)]
     seed: u64,
 }
 

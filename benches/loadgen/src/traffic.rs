@@ -103,7 +103,7 @@ impl Generator {
                    "properties": {"product_id": format!("sku-{}", self.skewed(1_000)), "price": self.rng.random_range(5..500), "currency": "USD"}})
         } else {
             json!({"type": "identify", "userId": format!("user-{visitor}"),
-                   "traits": {"email": format!("user{visitor}@example.com"), "plan": if visitor % 3 == 0 { "pro" } else { "free" }}})
+                   "traits": {"email": format!("user{visitor}@example.com"), "plan": if visitor.is_multiple_of(3) { "pro" } else { "free" }}})
         };
         let object = event.as_object_mut().unwrap();
         object.insert("anonymousId".into(), json!(anonymous_id));

@@ -116,59 +116,39 @@ fn bad_ingest_requests_are_refused_and_store_nothing() {
     assert_eq!(status, 200, "{body}");
 
     // Credentials.
+    let post_as = |user: Option<&str>, path: &str, body: Value| -> (u16, Value) {
+        let mut request = server.client().post(server.url(path)).json(&body);
+        if let Some(user) = user {
+            request = request.basic_auth(user, Some(""));
+        }
+        let response = request.send().unwrap();
+        (
+            response.status().as_u16(),
+            response.json().unwrap_or(Value::Null),
+        )
+    };
     let event = json!({"userId": "u", "event": "e"});
-    let response = server
-        .client()
-        .post(server.url("/v1/track"))
-        .json(&event)
-        .send()
-        .unwrap();
     assert_error(
-        (response.status().as_u16(), response.json().unwrap()),
+        post_as(None, "/v1/track", event.clone()),
         401,
         "missing write key",
     );
-    let response = server
-        .client()
-        .post(server.url("/v1/track"))
-        .basic_auth("wrong", Some(""))
-        .json(&event)
-        .send()
-        .unwrap();
     assert_error(
-        (response.status().as_u16(), response.json().unwrap()),
+        post_as(Some("wrong"), "/v1/track", event.clone()),
         401,
         "unknown write key",
     );
-    let with_body_key = json!({"userId": "u", "event": "e", "writeKey": "wrong"});
-    let response = server
-        .client()
-        .post(server.url("/v1/track"))
-        .json(&with_body_key)
-        .send()
-        .unwrap();
+    let wrong_body_key = json!({"userId": "u", "event": "e", "writeKey": "wrong"});
     assert_error(
-        (response.status().as_u16(), response.json().unwrap()),
+        post_as(None, "/v1/track", wrong_body_key),
         401,
         "unknown write key",
     );
     // The right key in the body works; so does the key of another source, tagging its source.
-    let with_body_key = json!({"userId": "u", "event": "body-key", "writeKey": WRITE_KEY});
-    let response = server
-        .client()
-        .post(server.url("/v1/track"))
-        .json(&with_body_key)
-        .send()
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let response = server
-        .client()
-        .post(server.url("/v1/track"))
-        .basic_auth("mobile-key", Some(""))
-        .json(&json!({"userId": "u", "event": "from-mobile"}))
-        .send()
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    let body_key = json!({"userId": "u", "event": "body-key", "writeKey": WRITE_KEY});
+    assert_eq!(post_as(None, "/v1/track", body_key).0, 200);
+    let from_mobile = json!({"userId": "u", "event": "from-mobile"});
+    assert_eq!(post_as(Some("mobile-key"), "/v1/track", from_mobile).0, 200);
 
     // Nothing from any rejected request was stored.
     assert_eq!(server.count("SELECT count(*) AS n FROM events"), 10 + 5 + 2);

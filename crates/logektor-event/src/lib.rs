@@ -22,7 +22,7 @@ mod time;
 
 pub use builder::{EventBatchBuilder, to_record_batch};
 pub use error::{DecodeError, Result};
-pub use segment::{Endpoint, Event, EventType, RequestMeta, decode};
+pub use segment::{Endpoint, Event, EventType, RequestMeta, decode, decode_stored};
 
 /// Largest accepted single event, as serialized JSON (Segment documents 32 KB).
 pub const MAX_EVENT_BYTES: usize = 32 * 1024;

@@ -274,6 +274,30 @@ pub fn decode(meta: &RequestMeta, endpoint: Endpoint, body: &[u8]) -> Result<Vec
     ParsedBody::parse(endpoint, body)?.into_events(meta)
 }
 
+/// Decodes one stored Segment message, e.g. a line of an NDJSON export being imported. Unlike
+/// a live request, the receive time is the message's own `receivedAt` when it has one, so
+/// historical events keep their time (and skew correction uses the original receive time).
+/// Without `receivedAt`, `sentAt` is ignored and the event's `timestamp` stands as given.
+/// `meta.request_id` seeds the message id of a message that lacks one.
+pub fn decode_stored(meta: &RequestMeta, location: &str, message: &[u8]) -> Result<Event> {
+    if message.len() > MAX_EVENT_BYTES {
+        return Err(DecodeError::EventTooLarge {
+            location: location.to_owned(),
+            size: message.len(),
+            limit: MAX_EVENT_BYTES,
+        });
+    }
+    let mut object = parse_object(message, location)?;
+    let mut meta = meta.clone();
+    match optional_timestamp(object.get("receivedAt"), location, "receivedAt")? {
+        Some(received) => meta.received_at_micros = received,
+        None => {
+            object.remove("sentAt");
+        }
+    }
+    build_event(&meta, 0, location, object, None, None, None)
+}
+
 fn parse_object(bytes: &[u8], location: &str) -> Result<Map<String, Value>> {
     match serde_json::from_slice::<Value>(bytes) {
         Ok(Value::Object(map)) => Ok(map),

@@ -13,6 +13,7 @@ use tokio::sync::{Mutex, Notify, watch};
 use tracing::{error, info, warn};
 
 use crate::buffer::Buffer;
+use crate::maintenance::MaintenanceConfig;
 use crate::record::IngestRecord;
 
 /// When the buffer is written to the table.
@@ -48,6 +49,7 @@ pub struct IngestConfig {
     pub flush: FlushConfig,
     /// This writer's name in the table's application transactions; stable across restarts.
     pub app_id: String,
+    pub maintenance: MaintenanceConfig,
 }
 
 /// Why an ingest request was not accepted.
@@ -70,6 +72,8 @@ pub struct Ingester {
     table: Mutex<WriterTable>,
     flush: FlushConfig,
     wake_flusher: Notify,
+    pub(crate) location: TableLocation,
+    pub(crate) maintenance: MaintenanceConfig,
 }
 
 impl Ingester {
@@ -114,6 +118,8 @@ impl Ingester {
             }),
             flush: config.flush,
             wake_flusher: Notify::new(),
+            location: config.table,
+            maintenance: config.maintenance,
         }))
     }
 
@@ -241,6 +247,26 @@ impl Ingester {
             warn!(error = %err, "could not delete committed WAL segments; will retry after the next flush");
         }
         Ok(rows)
+    }
+
+    /// Catches the writer's table handle up with commits made by others (compaction,
+    /// retention, erasure) and shows readers that version, so no reader keeps a snapshot whose
+    /// files a vacuum may delete.
+    pub async fn refresh_table(&self) -> Result<(), logektor_table::Error> {
+        let mut writer = self.table.lock().await;
+        if writer.stale {
+            writer.table = writer.table.reopen().await?;
+            writer.stale = false;
+        } else {
+            writer.table.refresh().await?;
+        }
+        self.buffer.install_snapshot(writer.table.snapshot());
+        Ok(())
+    }
+
+    /// The table's location.
+    pub fn location(&self) -> &TableLocation {
+        &self.location
     }
 
     /// Flushes what is buffered and stops the WAL. Call after the HTTP server has drained.

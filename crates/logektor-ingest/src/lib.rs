@@ -9,6 +9,8 @@
 //! - [`Ingester::run_flusher`] moves the buffer into the Delta table on rows, bytes or age,
 //!   committing the highest WAL sequence it covers in the same commit, then drops those batches
 //!   from the buffer and deletes WAL segments that are wholly committed.
+//! - [`Ingester::run_maintenance`] compacts, expires and vacuums the table on a schedule, and
+//!   [`Ingester::forget`] erases a person; each catches the writer's snapshot up afterwards.
 //! - On open, WAL records above the table's committed sequence are decoded again (decoding is a
 //!   pure function of what the WAL stores) and put back into the buffer.
 //!
@@ -18,7 +20,9 @@
 
 pub mod buffer;
 mod ingester;
+pub mod maintenance;
 pub mod record;
 
 pub use buffer::{Buffer, BufferStats};
 pub use ingester::{FlushConfig, IngestConfig, IngestError, Ingester, OpenError};
+pub use maintenance::MaintenanceConfig;

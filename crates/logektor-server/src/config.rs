@@ -34,6 +34,42 @@ fn parse_write_key(text: &str) -> Result<WriteKeyArg, String> {
     })
 }
 
+/// `AGE` (every source) or `SOURCE=AGE`, e.g. `400d`, `mobile=90d`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetentionArg {
+    pub source: Option<String>,
+    pub max_age: Duration,
+}
+
+fn parse_retention(text: &str) -> Result<RetentionArg, String> {
+    let (source, age) = match text.split_once('=') {
+        Some((source, age)) if !source.is_empty() => (Some(source.to_owned()), age),
+        Some(_) => return Err(format!("expected AGE or SOURCE=AGE, got {text:?}")),
+        None => (None, text),
+    };
+    let max_age = parse_duration(age)?;
+    if max_age.is_zero() {
+        return Err(format!(
+            "a retention of zero would delete everything: {text:?}"
+        ));
+    }
+    Ok(RetentionArg { source, max_age })
+}
+
+/// The retention rules the flags describe; the last rule for a source wins.
+pub fn retention_rules(args: &[RetentionArg]) -> logektor_table::maintenance::RetentionRules {
+    let mut rules = logektor_table::maintenance::RetentionRules::default();
+    for arg in args {
+        match &arg.source {
+            Some(source) => {
+                rules.per_source.insert(source.clone(), arg.max_age);
+            }
+            None => rules.default = Some(arg.max_age),
+        }
+    }
+    rules
+}
+
 /// Options of `logektor serve`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
@@ -59,6 +95,15 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub read_tokens: Vec<String>,
+
+    /// An admin token for /v1/admin (repeatable; comma-separated in the env var). Without any,
+    /// one is created on first start and kept in the data folder.
+    #[arg(
+        long = "admin-token",
+        env = "LOGEKTOR_ADMIN_TOKENS",
+        value_delimiter = ','
+    )]
+    pub admin_tokens: Vec<String>,
 
     /// Flush the buffer into the table when its oldest event is this old.
     #[arg(long, env = "LOGEKTOR_FLUSH_INTERVAL", default_value = "1s", value_parser = parse_duration)]
@@ -93,6 +138,40 @@ pub struct ServeArgs {
     #[arg(long, env = "LOGEKTOR_QUERY_MAX_RESULT_BYTES", default_value = "1GiB", value_parser = parse_bytes)]
     pub query_max_result_bytes: usize,
 
+    /// How often the server looks for partitions to compact and applies retention (0 = only
+    /// when asked through /v1/admin).
+    #[arg(long, env = "LOGEKTOR_COMPACTION_INTERVAL", default_value = "5m", value_parser = parse_duration)]
+    pub compaction_interval: Duration,
+
+    /// Compaction merges files up to about this size.
+    #[arg(long, env = "LOGEKTOR_COMPACTION_TARGET_SIZE", default_value = "256MiB", value_parser = parse_bytes)]
+    pub compaction_target_size: usize,
+
+    /// A partition is compacted once it has this many files smaller than the target size.
+    #[arg(long, env = "LOGEKTOR_COMPACTION_MIN_FILES", default_value_t = 16)]
+    pub compaction_min_files: usize,
+
+    /// Compact by rewriting whole partitions in z-order over (source, event, timestamp) instead
+    /// of merging the small files only.
+    #[arg(long, env = "LOGEKTOR_COMPACTION_ZORDER")]
+    pub compaction_zorder: bool,
+
+    /// How often files replaced by compaction, retention or erasure are deleted (0 = only when
+    /// asked).
+    #[arg(long, env = "LOGEKTOR_VACUUM_INTERVAL", default_value = "1h", value_parser = parse_duration)]
+    pub vacuum_interval: Duration,
+
+    /// How long a replaced file stays for readers of older snapshots (external batch jobs
+    /// included) before a vacuum may delete it.
+    #[arg(long, env = "LOGEKTOR_VACUUM_GRACE", default_value = "1h", value_parser = parse_duration)]
+    pub vacuum_grace: Duration,
+
+    /// Maximum age of events: AGE for every source, or SOURCE=AGE (repeatable; comma-separated
+    /// in the env var), e.g. `--retention 400d --retention mobile=90d`. Without any, events are
+    /// kept for ever.
+    #[arg(long = "retention", env = "LOGEKTOR_RETENTION", value_delimiter = ',', value_parser = parse_retention)]
+    pub retention: Vec<RetentionArg>,
+
     /// Threads for Parquet encoding and SQL (0 = one per core).
     #[arg(long, env = "LOGEKTOR_COMPUTE_THREADS", default_value_t = 0)]
     pub compute_threads: usize,
@@ -113,5 +192,22 @@ mod tests {
         );
         assert!(parse_write_key("web").is_err());
         assert!(parse_write_key("=abc").is_err());
+    }
+
+    #[test]
+    fn retention_rules_per_source_and_default() {
+        let args: Vec<RetentionArg> = ["400d", "mobile=90d", "mobile=30d"]
+            .into_iter()
+            .map(|text| parse_retention(text).unwrap())
+            .collect();
+        let rules = retention_rules(&args);
+        assert_eq!(rules.default, Some(Duration::from_secs(400 * 86_400)));
+        assert_eq!(
+            rules.per_source.get("mobile"),
+            Some(&Duration::from_secs(30 * 86_400))
+        );
+        assert!(parse_retention("0s").is_err());
+        assert!(parse_retention("=30d").is_err());
+        assert!(parse_retention("web=soon").is_err());
     }
 }

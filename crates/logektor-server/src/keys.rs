@@ -1,4 +1,5 @@
-//! Credentials: write keys (each names a source) and read tokens.
+//! Credentials: write keys (each names a source), read tokens (SQL) and admin tokens (table
+//! upkeep and erasure).
 //!
 //! Flags win; otherwise `keys.json` in the data folder; otherwise a write key for source
 //! `default` and a read token are generated, saved there (mode 0600) and printed once.
@@ -19,6 +20,9 @@ struct KeysFile {
     /// source → write key
     write_keys: BTreeMap<String, String>,
     read_tokens: Vec<String>,
+    /// Files written before admin tokens existed have none; one is created on the next start.
+    #[serde(default)]
+    admin_tokens: Vec<String>,
 }
 
 /// The credentials in force.
@@ -27,6 +31,7 @@ pub struct Keys {
     /// (key, source)
     write: Vec<(String, String)>,
     read: Vec<String>,
+    admin: Vec<String>,
 }
 
 impl std::fmt::Debug for Keys {
@@ -38,6 +43,7 @@ impl std::fmt::Debug for Keys {
                 &self.write.iter().map(|(_, s)| s).collect::<Vec<_>>(),
             )
             .field("read_tokens", &self.read.len())
+            .field("admin_tokens", &self.admin.len())
             .finish()
     }
 }
@@ -49,10 +55,11 @@ fn random_secret(prefix: &str) -> String {
 }
 
 impl Keys {
-    pub fn new(write: Vec<WriteKeyArg>, read: Vec<String>) -> Self {
+    pub fn new(write: Vec<WriteKeyArg>, read: Vec<String>, admin: Vec<String>) -> Self {
         Self {
             write: write.into_iter().map(|w| (w.key, w.source)).collect(),
             read,
+            admin,
         }
     }
 
@@ -61,6 +68,7 @@ impl Keys {
         data_dir: &Path,
         write: Vec<WriteKeyArg>,
         read: Vec<String>,
+        admin: Vec<String>,
     ) -> anyhow::Result<Self> {
         let path = layout::keys_file(data_dir);
         let mut file: KeysFile = match std::fs::read(&path) {
@@ -79,6 +87,11 @@ impl Keys {
             let token = random_secret("rt");
             created.push(format!("read token: {token}"));
             file.read_tokens.push(token);
+        }
+        if admin.is_empty() && file.admin_tokens.is_empty() {
+            let token = random_secret("at");
+            created.push(format!("admin token: {token}"));
+            file.admin_tokens.push(token);
         }
         if !created.is_empty() {
             write_private(&path, &serde_json::to_vec_pretty(&file)?)
@@ -101,7 +114,12 @@ impl Keys {
         } else {
             read
         };
-        Ok(Self::new(write, read))
+        let admin = if admin.is_empty() {
+            file.admin_tokens
+        } else {
+            admin
+        };
+        Ok(Self::new(write, read, admin))
     }
 
     /// The source a write key belongs to. Compares against every key in constant time.
@@ -117,14 +135,24 @@ impl Keys {
 
     /// Whether `presented` is a valid read token (constant-time).
     pub fn is_read_token(&self, presented: &str) -> bool {
-        self.read.iter().fold(false, |ok, token| {
-            ok | bool::from(token.as_bytes().ct_eq(presented.as_bytes()))
-        })
+        contains_constant_time(&self.read, presented)
+    }
+
+    /// Whether `presented` is a valid admin token (constant-time).
+    pub fn is_admin_token(&self, presented: &str) -> bool {
+        contains_constant_time(&self.admin, presented)
     }
 
     pub fn sources(&self) -> impl Iterator<Item = &str> {
         self.write.iter().map(|(_, source)| source.as_str())
     }
+}
+
+/// Compares against every token, so the time taken does not tell which one nearly matched.
+fn contains_constant_time(tokens: &[String], presented: &str) -> bool {
+    tokens.iter().fold(false, |ok, token| {
+        ok | bool::from(token.as_bytes().ct_eq(presented.as_bytes()))
+    })
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -172,8 +200,8 @@ mod tests {
     #[test]
     fn created_once_then_loaded() {
         let dir = tempfile_dir();
-        let first = Keys::load_or_create(&dir, vec![], vec![]).unwrap();
-        let second = Keys::load_or_create(&dir, vec![], vec![]).unwrap();
+        let first = Keys::load_or_create(&dir, vec![], vec![], vec![]).unwrap();
+        let second = Keys::load_or_create(&dir, vec![], vec![], vec![]).unwrap();
         assert_eq!(first.write, second.write);
         assert_eq!(first.read, second.read);
         let (key, source) = &first.write[0];
@@ -182,6 +210,10 @@ mod tests {
         assert_eq!(first.source_for("nope"), None);
         assert!(first.is_read_token(&first.read[0]));
         assert!(!first.is_read_token(""));
+        assert_eq!(first.admin, second.admin);
+        assert!(first.is_admin_token(&first.admin[0]));
+        assert!(!first.is_admin_token(&first.read[0]));
+        assert!(!first.is_read_token(&first.admin[0]));
         assert!(!format!("{first:?}").contains(key.as_str()));
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -7,13 +7,17 @@
 //! - [`run`]: two runtimes (requests; and compute for Parquet encoding and DataFusion), the
 //!   flusher, and the ordered shutdown: stop accepting → drain requests → flush → exit.
 //! - [`offline`]: the same SQL without a server, over the table plus the WAL's unflushed records.
+//! - [`import`] and [`export`]: backfill from NDJSON, CSV or Parquet (resumable, deduplicated by
+//!   message id) and export of a time range.
 
 pub mod config;
+pub mod export;
 pub mod http;
+pub mod import;
 pub mod keys;
 pub mod offline;
 mod run;
-mod units;
+pub mod units;
 
 pub use run::run;
 

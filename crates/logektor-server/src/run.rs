@@ -3,14 +3,15 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use logektor_ingest::{FlushConfig, IngestConfig, Ingester};
+use logektor_ingest::{FlushConfig, IngestConfig, Ingester, MaintenanceConfig};
 use logektor_query::{QueryConfig, QueryEngine};
 use logektor_table::TableLocation;
+use logektor_table::maintenance::CompactionConfig;
 use logektor_wal::WalConfig;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::config::ServeArgs;
+use crate::config::{ServeArgs, retention_rules};
 use crate::http::{AppState, router};
 use crate::keys::{self, Keys};
 use crate::layout;
@@ -56,6 +57,7 @@ async fn serve(
         &args.data_dir,
         args.write_keys.clone(),
         args.read_tokens.clone(),
+        args.admin_tokens.clone(),
     )?;
     let node_id = keys::node_id(&args.data_dir)?;
     info!(
@@ -69,6 +71,10 @@ async fn serve(
         wal_segment_bytes = args.wal_segment_bytes,
         query_timeout = ?args.query_timeout,
         query_memory_limit = args.query_memory_limit,
+        compaction_interval = ?args.compaction_interval,
+        vacuum_interval = ?args.vacuum_interval,
+        vacuum_grace = ?args.vacuum_grace,
+        retention = ?args.retention,
         compute_threads,
         node_id,
         "starting logektor"
@@ -86,6 +92,17 @@ async fn serve(
             max_buffer_bytes: args.max_buffer_bytes,
         },
         app_id: keys::app_id(&node_id),
+        maintenance: MaintenanceConfig {
+            interval: args.compaction_interval,
+            compaction: CompactionConfig {
+                target_file_bytes: args.compaction_target_size as u64,
+                min_small_files: args.compaction_min_files,
+                zorder: args.compaction_zorder,
+            },
+            vacuum_interval: args.vacuum_interval,
+            vacuum_grace: args.vacuum_grace,
+            retention: retention_rules(&args.retention),
+        },
     };
     let ingester = compute
         .spawn(Ingester::open(config))
@@ -102,13 +119,15 @@ async fn serve(
     )?);
 
     let (stop_flusher, flusher_stopped) = watch::channel(false);
-    let flusher = compute.spawn(Arc::clone(&ingester).run_flusher(flusher_stopped));
+    let flusher = compute.spawn(Arc::clone(&ingester).run_flusher(flusher_stopped.clone()));
+    let maintenance = compute.spawn(Arc::clone(&ingester).run_maintenance(flusher_stopped));
 
     let state = Arc::new(AppState {
         ingester: Arc::clone(&ingester),
         engine,
         keys,
         compute: compute.clone(),
+        vacuum_grace: args.vacuum_grace,
     });
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -143,6 +162,9 @@ async fn serve(
     info!("stopped accepting; in-flight requests done; flushing");
     let _ = stop_flusher.send(true);
     flusher.await.context("flusher task")?;
+    // A compaction in progress is abandoned: its files are not committed and a later vacuum
+    // or compaction does not need them.
+    maintenance.abort();
     // The flusher's last round flushed everything; make sure, and surface a failure.
     compute
         .spawn(async move { ingester.flush_now().await })

@@ -10,11 +10,15 @@
 //! - [`TableSnapshot`] is an immutable view for readers: one table version plus the WAL position
 //!   that version covers for this writer, and a DataFusion provider over it.
 //!
+//! - [`maintenance`]: compaction, vacuum, checkpoints, retention and erasure, each an ordinary
+//!   Delta commit beside the flusher's appends.
+//!
 //! Invariant: a commit that contains the rows of WAL record `n` records a transaction version
 //! `>= n` in that same commit; there is no window in which rows are in the table but their WAL
 //! position is not.
 
 mod layout;
+pub mod maintenance;
 mod table;
 
 pub use layout::{sort_for_layout, writer_properties};

@@ -145,6 +145,13 @@ impl EventTable {
         Self::open_or_create(&self.location, &self.app_id).await
     }
 
+    /// Catches up with commits made by others (compaction, retention, erasure, other writers).
+    pub async fn refresh(&mut self) -> Result<()> {
+        self.table.update_incremental(None).await?;
+        self.committed_seq = committed_seq(&self.table, &self.app_id).await?;
+        Ok(())
+    }
+
     /// The highest WAL sequence number this writer has committed (0 if none).
     pub fn committed_seq(&self) -> u64 {
         self.committed_seq
@@ -164,13 +171,18 @@ impl EventTable {
             through_seq > self.committed_seq,
             "WAL positions only move forward"
         );
-        let sorted = sort_for_layout(batch)?;
         let transaction =
             Transaction::new(&self.app_id, i64::try_from(through_seq).unwrap_or(i64::MAX));
-        let mut writer =
-            RecordBatchWriter::for_table(&self.table)?.with_writer_properties(writer_properties());
-        writer.write(sorted).await?;
-        let adds = writer.flush().await?;
+        // An empty batch still commits its position (an import chunk that was all duplicates).
+        let adds = if batch.num_rows() == 0 {
+            Vec::new()
+        } else {
+            let sorted = sort_for_layout(batch)?;
+            let mut writer = RecordBatchWriter::for_table(&self.table)?
+                .with_writer_properties(writer_properties());
+            writer.write(sorted).await?;
+            writer.flush().await?
+        };
         // The object store and the Delta log store do not fsync on a local disk. The caller
         // deletes WAL segments after this returns, so the files must be durable first.
         if self.location.local_path().is_some() {
@@ -185,16 +197,19 @@ impl EventTable {
             partition_by: Some(vec![EVENT_DATE.to_owned()]),
             predicate: None,
         };
-        let finalized = CommitBuilder::from(
-            CommitProperties::default().with_application_transaction(transaction),
-        )
-        .with_actions(adds.into_iter().map(Action::Add).collect())
-        .build(
-            Some(self.table.snapshot()?),
-            self.table.log_store(),
-            operation,
-        )
-        .await?;
+        // A blind append: it read nothing, so concurrent deletes (retention, erasure) and
+        // compactions never conflict with it, nor it with them.
+        let properties = CommitProperties::default()
+            .with_application_transaction(transaction)
+            .with_metadata([("isBlindAppend".to_owned(), serde_json::Value::Bool(true))]);
+        let finalized = CommitBuilder::from(properties)
+            .with_actions(adds.into_iter().map(Action::Add).collect())
+            .build(
+                Some(self.table.snapshot()?),
+                self.table.log_store(),
+                operation,
+            )
+            .await?;
         let version = finalized.version();
         self.table.state = Some(finalized.snapshot());
         if self.location.local_path().is_some() {
@@ -219,7 +234,7 @@ impl EventTable {
 /// Loads the table, or returns an unloaded handle when there is no table yet. A local folder
 /// without `_delta_log` is known to be empty without asking the Delta kernel (which logs an
 /// error for an empty log).
-async fn load_if_exists(location: &TableLocation) -> Result<DeltaTable> {
+pub(crate) async fn load_if_exists(location: &TableLocation) -> Result<DeltaTable> {
     if let Some(path) = location.local_path()
         && !path.join("_delta_log").is_dir()
     {

@@ -7,6 +7,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use logektor_query::{Format, QueryConfig};
 use logektor_server::config::ServeArgs;
+use logektor_table::TableLocation;
+use logektor_table::maintenance;
 
 #[derive(Parser)]
 #[command(
@@ -31,9 +33,118 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the ingest and query server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run SQL against the data folder without a server (stop the server first).
     Sql(SqlArgs),
+    /// Inspect and tidy the table: info, optimize, vacuum, checkpoint.
+    Table {
+        #[command(subcommand)]
+        command: TableCommand,
+    },
+    /// Erase a person's events from the table (GDPR). While a server runs, prefer
+    /// `POST /v1/admin/forget`: it also covers events not yet flushed.
+    Forget(ForgetArgs),
+    /// Backfill events from NDJSON (Segment messages), CSV or Parquet files. Resumable: run the
+    /// same command again after an interruption. Deduplicated by message_id.
+    Import(ImportArgs),
+    /// Write the events of a time range as Parquet, NDJSON or CSV.
+    Export(ExportArgs),
+}
+
+#[derive(clap::Args)]
+struct DataDirArg {
+    /// The data folder the server uses.
+    #[arg(long, env = "LOGEKTOR_DATA_DIR", default_value = "./data")]
+    data_dir: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum TableCommand {
+    /// Files, bytes, rows and partitions of the latest version, as JSON.
+    Info(DataDirArg),
+    /// Merge small files now.
+    Optimize {
+        #[command(flatten)]
+        dir: DataDirArg,
+        /// Rewrite the chosen partitions in z-order over (source, event, timestamp).
+        #[arg(long)]
+        zorder: bool,
+        /// Compact every partition with more than one file, not only those with many small ones.
+        #[arg(long)]
+        force: bool,
+        /// Merge files up to about this size.
+        #[arg(long, default_value = "256MiB", value_parser = logektor_server::units::parse_bytes)]
+        target_size: usize,
+    },
+    /// Delete files replaced more than GRACE ago (compaction, retention, erasure).
+    Vacuum {
+        #[command(flatten)]
+        dir: DataDirArg,
+        /// Readers of older snapshots may still need replaced files this long.
+        #[arg(long, default_value = "1h", value_parser = humantime_duration)]
+        grace: std::time::Duration,
+    },
+    /// Write a checkpoint and drop expired log files.
+    Checkpoint(DataDirArg),
+}
+
+#[derive(clap::Args)]
+struct ForgetArgs {
+    #[command(flatten)]
+    dir: DataDirArg,
+    #[arg(long)]
+    user_id: Option<String>,
+    #[arg(long)]
+    anonymous_id: Option<String>,
+}
+
+#[derive(clap::Args)]
+struct ImportArgs {
+    #[command(flatten)]
+    dir: DataDirArg,
+    /// Source of events that do not name one.
+    #[arg(long, default_value = "import")]
+    source: String,
+    /// File format (default: from each file's extension).
+    #[arg(long, value_enum)]
+    format: Option<logektor_server::import::ImportFormat>,
+    /// Records per commit.
+    #[arg(long, default_value_t = logektor_server::import::DEFAULT_CHUNK_ROWS)]
+    chunk_rows: usize,
+    /// Skip records that do not decode instead of stopping at the first.
+    #[arg(long)]
+    skip_invalid: bool,
+    /// Files to import, in order.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct ExportArgs {
+    #[command(flatten)]
+    dir: DataDirArg,
+    /// First instant included: YYYY-MM-DD (UTC) or an RFC 3339 time.
+    #[arg(long, value_parser = logektor_server::export::parse_time)]
+    from: Option<chrono::DateTime<chrono::Utc>>,
+    /// First instant excluded.
+    #[arg(long, value_parser = logektor_server::export::parse_time)]
+    to: Option<chrono::DateTime<chrono::Utc>>,
+    #[arg(long, value_enum, default_value_t = ExportFormat::Parquet)]
+    format: ExportFormat,
+    /// Output file (default: standard output).
+    #[arg(long, short)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ExportFormat {
+    Parquet,
+    Ndjson,
+    Csv,
+}
+
+fn humantime_duration(text: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(text).map_err(|err| format!("invalid duration {text:?}: {err}"))
 }
 
 #[derive(clap::Args)]
@@ -65,8 +176,12 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
-        Command::Serve(args) => logektor_server::run(args),
+        Command::Serve(args) => logektor_server::run(*args),
         Command::Sql(args) => run_sql(args),
+        Command::Table { command } => run_async(run_table(command)),
+        Command::Forget(args) => run_async(run_forget(args)),
+        Command::Import(args) => run_async(run_import(args)),
+        Command::Export(args) => run_async(run_export(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -107,4 +222,91 @@ fn run_sql(args: SqlArgs) -> anyhow::Result<()> {
         }
         Ok(())
     })
+}
+
+fn run_async(work: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    tokio::runtime::Runtime::new()?.block_on(work)
+}
+
+fn table_location(dir: &DataDirArg) -> anyhow::Result<TableLocation> {
+    Ok(TableLocation::local(&logektor_server::layout::table_dir(
+        &dir.data_dir,
+    ))?)
+}
+
+fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+async fn run_table(command: TableCommand) -> anyhow::Result<()> {
+    match command {
+        TableCommand::Info(dir) => print_json(&maintenance::info(&table_location(&dir)?).await?),
+        TableCommand::Optimize {
+            dir,
+            zorder,
+            force,
+            target_size,
+        } => {
+            let config = maintenance::CompactionConfig {
+                target_file_bytes: target_size as u64,
+                zorder,
+                ..maintenance::CompactionConfig::default()
+            };
+            let location = table_location(&dir)?;
+            let report = maintenance::compact(&location, &config, force).await?;
+            maintenance::checkpoint(&location).await?;
+            print_json(&report)
+        }
+        TableCommand::Vacuum { dir, grace } => {
+            print_json(&maintenance::vacuum(&table_location(&dir)?, grace).await?)
+        }
+        TableCommand::Checkpoint(dir) => print_json(&serde_json::json!({
+            "version": maintenance::checkpoint(&table_location(&dir)?).await?
+        })),
+    }
+}
+
+async fn run_forget(args: ForgetArgs) -> anyhow::Result<()> {
+    let person = maintenance::Person {
+        user_id: args.user_id,
+        anonymous_id: args.anonymous_id,
+    };
+    anyhow::ensure!(
+        person.predicate().is_some(),
+        "give --user-id or --anonymous-id"
+    );
+    tracing::info!(user_id = ?person.user_id, anonymous_id = ?person.anonymous_id, "erasure requested");
+    let report = maintenance::erase(&table_location(&args.dir)?, &person).await?;
+    print_json(&report)
+}
+
+async fn run_import(args: ImportArgs) -> anyhow::Result<()> {
+    let options = logektor_server::import::ImportOptions {
+        data_dir: args.dir.data_dir,
+        source: args.source,
+        format: args.format,
+        chunk_rows: args.chunk_rows.max(1),
+        skip_invalid: args.skip_invalid,
+    };
+    logektor_server::import::run(&args.files, &options).await?;
+    Ok(())
+}
+
+async fn run_export(args: ExportArgs) -> anyhow::Result<()> {
+    let format = match args.format {
+        ExportFormat::Parquet => Format::Parquet,
+        ExportFormat::Ndjson => Format::Ndjson,
+        ExportFormat::Csv => Format::Csv,
+    };
+    let rows = logektor_server::export::run(
+        &args.dir.data_dir,
+        args.from,
+        args.to,
+        format,
+        args.out.as_ref(),
+    )
+    .await?;
+    eprintln!("exported {rows} events");
+    Ok(())
 }

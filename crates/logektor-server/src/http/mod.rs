@@ -1,5 +1,6 @@
 //! The HTTP API: routes, shared state, and the single mapping from errors to statuses.
 
+mod admin;
 mod ingest;
 mod sql;
 
@@ -25,6 +26,8 @@ pub struct AppState {
     pub keys: Keys,
     /// Runtime for CPU-heavy work (DataFusion, result encoding), away from request tasks.
     pub compute: tokio::runtime::Handle,
+    /// The default grace period of `POST /v1/admin/table/vacuum`.
+    pub vacuum_grace: std::time::Duration,
 }
 
 /// The whole API.
@@ -32,6 +35,12 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/v1/sql", post(sql::sql))
+        .route("/v1/admin/table", get(admin::table_info))
+        .route("/v1/admin/table/optimize", post(admin::optimize))
+        .route("/v1/admin/table/vacuum", post(admin::vacuum))
+        .route("/v1/admin/table/checkpoint", post(admin::checkpoint))
+        .route("/v1/admin/table/retention", post(admin::retention))
+        .route("/v1/admin/forget", post(admin::forget))
         .route("/v1/{call}", post(ingest::segment))
         .fallback(not_found)
         // Spans name the path only: query strings may carry a write key.
@@ -39,6 +48,18 @@ pub fn router(state: Arc<AppState>) -> Router {
             tracing::info_span!("http", method = %request.method(), path = %request.uri().path())
         }))
         .with_state(state)
+}
+
+/// The token of an `Authorization: Bearer <token>` header.
+fn bearer_token(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
 }
 
 async fn health() -> Json<serde_json::Value> {

@@ -15,7 +15,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tracing::warn;
 
 use super::ingest::read_body;
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, bearer_token};
 
 /// Largest SQL request body.
 const MAX_SQL_BODY: usize = 1024 * 1024;
@@ -67,17 +67,9 @@ pub(super) async fn sql(
 }
 
 fn authorize_read(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim)
-        .ok_or_else(|| {
-            ApiError::unauthorized("missing read token: send Authorization: Bearer <token>")
-        })?;
+    let token = bearer_token(headers).ok_or_else(|| {
+        ApiError::unauthorized("missing read token: send Authorization: Bearer <token>")
+    })?;
     if !state.keys.is_read_token(token) {
         return Err(ApiError::unauthorized("invalid read token"));
     }

@@ -6,3 +6,4 @@ mod durability;
 mod ingest_query;
 mod offline;
 mod support;
+mod upkeep;

@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 pub const WRITE_KEY: &str = "test-write-key";
 pub const READ_TOKEN: &str = "test-read-token";
+pub const ADMIN_TOKEN: &str = "test-admin-token";
 
 pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_logektor")
@@ -29,6 +30,7 @@ impl TestServer {
             .args(["--write-key", &format!("default={WRITE_KEY}")])
             .args(["--write-key", "mobile=mobile-key"])
             .args(["--read-token", READ_TOKEN])
+            .args(["--admin-token", ADMIN_TOKEN])
             .args(extra)
             .env("LOGEKTOR_LOG", "warn")
             .stdout(Stdio::piped())
@@ -80,6 +82,30 @@ impl TestServer {
             .unwrap();
         let status = response.status().as_u16();
         (status, response.json().unwrap_or(Value::Null))
+    }
+
+    /// Calls an admin endpoint with the admin token; returns the status and the JSON answer.
+    pub fn admin(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+        let url = self.url(path);
+        let request = match method {
+            "GET" => self.client.get(url),
+            _ => self.client.post(url),
+        }
+        .bearer_auth(ADMIN_TOKEN);
+        let request = match body {
+            Some(body) => request.json(body),
+            None => request,
+        };
+        let response = request.send().unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().unwrap_or(Value::Null))
+    }
+
+    /// An admin call that must succeed; returns its JSON answer.
+    pub fn admin_ok(&self, method: &str, path: &str, body: Option<&Value>) -> Value {
+        let (status, answer) = self.admin(method, path, body);
+        assert_eq!(status, 200, "{method} {path}: {answer}");
+        answer
     }
 
     /// Runs SQL; returns the status and the raw body.
@@ -202,4 +228,43 @@ pub fn send_batches(server: &TestServer, events: &[Value], per_batch: usize) {
         assert_eq!(status, 200, "{body}");
         assert_eq!(body, json!({"success": true}));
     }
+}
+
+/// Reads the table under `data_dir` with Python's `deltalake` (an independent implementation)
+/// and returns "rows distinct_message_ids".
+pub fn python_delta_counts(data_dir: &Path) -> String {
+    let script = r#"
+import sys
+from deltalake import DeltaTable
+data = DeltaTable(sys.argv[1]).to_pyarrow_table()
+print(data.num_rows, len(set(data.column("message_id").to_pylist())))
+"#;
+    let output = Command::new("python3")
+        .args(["-c", script])
+        .arg(data_dir.join("events"))
+        .output()
+        .expect("python3 must be installed (scripts/test.sh installs deltalake and pyarrow)");
+    assert!(
+        output.status.success(),
+        "python deltalake failed (scripts/test.sh installs it): {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+/// Every Parquet file under `dir`, recursively.
+pub fn parquet_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(folder) = stack.pop() {
+        for entry in std::fs::read_dir(&folder).unwrap().filter_map(Result::ok) {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "parquet") {
+                out.push(path);
+            }
+        }
+    }
+    out
 }

@@ -74,6 +74,8 @@ pub struct Ingester {
     wake_flusher: Notify,
     pub(crate) location: TableLocation,
     pub(crate) maintenance: MaintenanceConfig,
+    /// Held while this process compacts.
+    pub(crate) compaction_lock: Mutex<()>,
 }
 
 impl Ingester {
@@ -120,6 +122,7 @@ impl Ingester {
             wake_flusher: Notify::new(),
             location: config.table,
             maintenance: config.maintenance,
+            compaction_lock: Mutex::new(()),
         }))
     }
 

@@ -42,6 +42,9 @@ impl Default for MaintenanceConfig {
     }
 }
 
+/// Longest time the readers' snapshot lags commits of other processes.
+const REFRESH_INTERVAL: Duration = Duration::from_secs(60);
+
 fn today_days() -> i32 {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -53,6 +56,9 @@ impl Ingester {
     /// Compacts partitions that have accumulated small files (every partition with more than
     /// one file when `force`).
     pub async fn compact(&self, force: bool) -> Result<CompactionReport, logektor_table::Error> {
+        // One compaction at a time in this process (the scheduled one and a request); other
+        // processes are kept out by the compaction's application transaction.
+        let _one_at_a_time = self.compaction_lock.lock().await;
         let report =
             maintenance::compact(&self.location, &self.maintenance.compaction, force).await?;
         self.refresh_table().await?;
@@ -61,6 +67,8 @@ impl Ingester {
 
     /// Deletes files removed from the table more than `grace` ago.
     pub async fn vacuum(&self, grace: Duration) -> Result<VacuumReport, logektor_table::Error> {
+        // Readers move to the latest version first, so none of ours holds a removed file.
+        self.refresh_table().await?;
         maintenance::vacuum(&self.location, grace).await
     }
 
@@ -92,15 +100,16 @@ impl Ingester {
     /// Run it on the compute runtime: compaction encodes Parquet.
     pub async fn run_maintenance(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let config = self.maintenance.clone();
-        if config.interval.is_zero() && config.vacuum_interval.is_zero() {
-            return;
-        }
-        let tick = [config.interval, config.vacuum_interval]
+        // Even with upkeep only on request, the readers' snapshot follows commits of other
+        // processes (an offline `logektor table optimize`, say) at least this often, well
+        // within any vacuum grace period.
+        let tick = [config.interval, config.vacuum_interval, REFRESH_INTERVAL]
             .into_iter()
             .filter(|d| !d.is_zero())
             .min()
-            .expect("one interval is set");
-        let mut last_vacuum = tokio::time::Instant::now();
+            .unwrap_or(REFRESH_INTERVAL);
+        let started = tokio::time::Instant::now();
+        let (mut last_upkeep, mut last_vacuum) = (started, started);
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(tick) => {}
@@ -109,26 +118,23 @@ impl Ingester {
             if *shutdown.borrow() {
                 return;
             }
-            if !config.interval.is_zero() {
+            if let Err(err) = self.refresh_table().await {
+                error!(error = %err, "table refresh failed; will retry");
+            }
+            if !config.interval.is_zero() && last_upkeep.elapsed() >= config.interval {
+                last_upkeep = tokio::time::Instant::now();
                 if !config.retention.is_empty()
                     && let Err(err) = self.expire().await
                 {
                     error!(error = %err, "retention failed; will retry");
                 }
                 match self.compact(false).await {
-                    Ok(report) if !report.partitions.is_empty() => {
+                    Ok(report) if report.files_removed > 0 => {
                         if let Err(err) = self.checkpoint().await {
                             error!(error = %err, "checkpoint failed; will retry");
                         }
                     }
-                    Ok(_) => {
-                        // Nothing to compact; still pick up commits of other processes (an
-                        // offline `logektor table optimize`, say) before a vacuum may remove
-                        // the files our snapshot names.
-                        if let Err(err) = self.refresh_table().await {
-                            error!(error = %err, "table refresh failed");
-                        }
-                    }
+                    Ok(_) => {}
                     Err(err) => error!(error = %err, "compaction failed; will retry"),
                 }
             }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use arrow::array::{Array, AsArray, BooleanArray, RecordBatch, new_null_array};
-use arrow::compute::{cast, concat_batches, filter_record_batch};
+use arrow::compute::{cast, cast_with_options, concat_batches, filter_record_batch};
 use arrow::datatypes::{DataType, SchemaRef};
 use datafusion::prelude::SessionContext;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -103,17 +103,22 @@ pub async fn run(files: &[PathBuf], options: &ImportOptions) -> anyhow::Result<V
     Ok(reports)
 }
 
-/// A stable identity of a file for its application transaction: its absolute path and size.
+/// A stable identity of a file for its application transaction: its absolute path, size and
+/// first 64 KiB.
 fn file_identity(path: &Path) -> anyhow::Result<(uuid::Uuid, u64)> {
     let absolute = path
         .canonicalize()
         .with_context(|| format!("reading {}", path.display()))?;
     let size = std::fs::metadata(&absolute)?.len();
-    let name = format!("{}\0{size}", absolute.display());
-    Ok((
-        uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, name.as_bytes()),
-        size,
-    ))
+    // The file's beginning too, so another file at the same path with the same size is not
+    // taken for one already imported.
+    let mut head = Vec::with_capacity(64 * 1024);
+    File::open(&absolute)?
+        .take(64 * 1024)
+        .read_to_end(&mut head)?;
+    let mut name = format!("{}\0{size}\0", absolute.display()).into_bytes();
+    name.extend_from_slice(&head);
+    Ok((uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, &name), size))
 }
 
 async fn import_file(
@@ -458,8 +463,14 @@ fn now_micros() -> i64 {
     i64::try_from(now.as_micros()).unwrap_or(i64::MAX)
 }
 
+/// A value that does not convert is an error naming the column, not a silent null.
+const STRICT: arrow::compute::CastOptions<'static> = arrow::compute::CastOptions {
+    safe: false,
+    format_options: arrow::util::display::FormatOptions::new(),
+};
+
 /// Casts a batch with canonical column names (any subset, any castable types) to the canonical
-/// schema: `message_id` and `timestamp` are required; `received_at` defaults to `timestamp`,
+/// schema: `message_id`, `type` and `timestamp` are required; `received_at` defaults to `timestamp`,
 /// `source` to the import's source, `event_date` to the date of `timestamp`, the rest to null.
 fn to_canonical(batch: &RecordBatch, default_source: &str) -> anyhow::Result<RecordBatch> {
     let schema: SchemaRef = events_schema();
@@ -471,10 +482,11 @@ fn to_canonical(batch: &RecordBatch, default_source: &str) -> anyhow::Result<Rec
         let field = schema.field_with_name(name)?;
         let values = if values.data_type() == &DataType::Utf8 && field.data_type().is_temporal() {
             // "2024-05-01T12:00:00Z" and "2024-05-01 12:00:00" both cast through a timestamp.
-            let parsed = cast(values, &logektor_event::schema::timestamp_type())?;
-            cast(&parsed, field.data_type())?
+            let parsed =
+                cast_with_options(values, &logektor_event::schema::timestamp_type(), &STRICT)?;
+            cast_with_options(&parsed, field.data_type(), &STRICT)?
         } else {
-            cast(values, field.data_type())?
+            cast_with_options(values, field.data_type(), &STRICT)?
         };
         Ok(Some(values))
     };

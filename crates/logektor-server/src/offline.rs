@@ -22,6 +22,11 @@ pub async fn view(data_dir: &Path) -> anyhow::Result<EventsView> {
     );
     let node_id = std::fs::read_to_string(layout::node_id_file(data_dir)).unwrap_or_default();
     let app_id = keys::app_id(node_id.trim());
+    // The WAL first, then the table: a running server deletes WAL segments only after the
+    // commit that holds them, so a record gone from the WAL by the time it is read is in the
+    // snapshot opened afterwards, and records the snapshot already holds are dropped below.
+    let records =
+        logektor_wal::read_dir_records(&layout::wal_dir(data_dir), 0).context("reading the WAL")?;
     let table_dir = layout::table_dir(data_dir);
     let table = if table_dir.is_dir() {
         TableSnapshot::open_latest(&TableLocation::local(&table_dir)?, &app_id)
@@ -30,8 +35,10 @@ pub async fn view(data_dir: &Path) -> anyhow::Result<EventsView> {
     } else {
         TableSnapshot::default()
     };
-    let records = logektor_wal::read_dir_records(&layout::wal_dir(data_dir), table.committed_seq())
-        .context("reading the WAL")?;
+    let records: Vec<_> = records
+        .into_iter()
+        .filter(|record| record.seq > table.committed_seq())
+        .collect();
     let mut buffered = Vec::with_capacity(records.len());
     for record in records {
         let ingest = IngestRecord::decode(&record.payload)

@@ -15,6 +15,7 @@ use std::time::Duration;
 use datafusion::prelude::{Expr, col, lit};
 use datafusion::scalar::ScalarValue;
 use deltalake::DeltaTable;
+use deltalake::kernel::Transaction;
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::operations::optimize::OptimizeType;
 use deltalake::operations::vacuum::VacuumMode;
@@ -26,6 +27,9 @@ use tracing::info;
 use crate::layout::writer_properties;
 use crate::table::load_if_exists;
 use crate::{Error, Result, TableLocation};
+
+/// The application transaction every compaction commits, so concurrent compactions conflict.
+pub const COMPACTION_APP_ID: &str = "logektor-compaction";
 
 /// The columns compaction z-orders by when asked to: the filters reports use most.
 pub const ZORDER_COLUMNS: &[&str] = &["source", "event", "timestamp"];
@@ -253,6 +257,8 @@ pub async fn compact(
     let Some(table) = load_existing(location).await? else {
         return Ok(CompactionReport::default());
     };
+    // Small files trigger both modes, so a partition whose files are all large is left alone
+    // and compaction converges (z-order included).
     let threshold = if force {
         2
     } else {
@@ -260,22 +266,13 @@ pub async fn compact(
     } as u64;
     let due: Vec<String> = partitions(&table, config.target_file_bytes)?
         .into_iter()
-        .filter(|(_, [files, _, _, small])| {
-            if config.zorder {
-                *files >= threshold
-            } else {
-                *small >= threshold
-            }
-        })
+        .filter(|(_, [_, _, _, small])| *small >= threshold)
         .map(|(date, _)| date)
         .collect();
     if due.is_empty() {
         return Ok(CompactionReport::default());
     }
-    let mut report = CompactionReport {
-        partitions: due.clone(),
-        ..CompactionReport::default()
-    };
+    let mut report = CompactionReport::default();
     // One optimize per partition keeps each commit small and lets a failure cost one partition.
     let mut table = table;
     for date in &due {
@@ -290,13 +287,26 @@ pub async fn compact(
             OptimizeType::Compact
         };
         let target = NonZeroU64::new(config.target_file_bytes.max(1)).expect("at least 1");
+        // Delta's conflict check lets two compactions that removed the same files both commit
+        // (it ignores removals without data change), which would leave their rows in the table
+        // twice. Every compaction therefore also commits the application transaction
+        // COMPACTION_APP_ID: of two concurrent ones, the later fails with a conflict, whichever
+        // process or server ran it.
+        let lease = Transaction::new(
+            COMPACTION_APP_ID,
+            i64::try_from(table.version().unwrap_or(0)).unwrap_or(i64::MAX),
+        );
         let (after, metrics) = table
             .optimize()
             .with_filters(&filter)
             .with_type(optimize_type)
             .with_target_size(target)
             .with_writer_properties(writer_properties())
+            .with_commit_properties(CommitProperties::default().with_application_transaction(lease))
             .await?;
+        if metrics.num_files_removed > 0 {
+            report.partitions.push(date.clone());
+        }
         report.files_removed += metrics.num_files_removed;
         report.files_added += metrics.num_files_added;
         table = after;

@@ -6,18 +6,22 @@ use std::sync::Arc;
 use arrow::datatypes::Schema;
 use arrow::record_batch::RecordBatch;
 use datafusion::catalog::{Session, TableProvider};
-use deltalake::DeltaTable;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
+use deltalake::kernel::transaction::{CommitConflictError, TransactionError};
 use deltalake::kernel::{Action, StructType, Transaction};
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
+use deltalake::{DeltaTable, DeltaTableError};
 use logektor_event::schema::{EVENT_DATE, events_schema};
-use tracing::info;
+use tracing::{info, warn};
 use url::Url;
 
 use crate::layout::{sort_for_layout, writer_properties};
 use crate::{Error, Result};
+
+/// How often one append re-commits its files after losing a race to a delete.
+const MAX_APPEND_CONFLICTS: usize = 10;
 
 /// Where the table lives: a local folder (the default) or an object-store URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -197,19 +201,44 @@ impl EventTable {
             partition_by: Some(vec![EVENT_DATE.to_owned()]),
             predicate: None,
         };
-        // A blind append: it read nothing, so concurrent deletes (retention, erasure) and
-        // compactions never conflict with it, nor it with them.
+        // A blind append: its validity does not depend on what the table held. Marked as such,
+        // compactions and deletes committed after it do not conflict with it. The other way
+        // round, Delta counts a predicate-less write as having read every file, so a delete
+        // (retention, erasure) that lands first fails this commit as a conflict; the same files
+        // are then committed again on the newer version, which is correct for a blind append.
         let properties = CommitProperties::default()
             .with_application_transaction(transaction)
             .with_metadata([("isBlindAppend".to_owned(), serde_json::Value::Bool(true))]);
-        let finalized = CommitBuilder::from(properties)
-            .with_actions(adds.into_iter().map(Action::Add).collect())
-            .build(
-                Some(self.table.snapshot()?),
-                self.table.log_store(),
-                operation,
-            )
-            .await?;
+        let actions: Vec<Action> = adds.into_iter().map(Action::Add).collect();
+        let mut conflicts = 0;
+        let finalized = loop {
+            let attempt = CommitBuilder::from(properties.clone())
+                .with_actions(actions.clone())
+                .build(
+                    Some(self.table.snapshot()?),
+                    self.table.log_store(),
+                    operation.clone(),
+                )
+                .await;
+            match attempt {
+                Ok(finalized) => break finalized,
+                Err(DeltaTableError::Transaction {
+                    source:
+                        TransactionError::CommitConflict(
+                            CommitConflictError::ConcurrentDeleteRead
+                            | CommitConflictError::ConcurrentAppend,
+                        ),
+                }) if conflicts < MAX_APPEND_CONFLICTS => {
+                    conflicts += 1;
+                    warn!(
+                        conflicts,
+                        "append conflicted with a concurrent delete; committing the same files on the newer version"
+                    );
+                    self.table.update_incremental(None).await?;
+                }
+                Err(err) => return Err(err.into()),
+            }
+        };
         let version = finalized.version();
         self.table.state = Some(finalized.snapshot());
         if self.location.local_path().is_some() {

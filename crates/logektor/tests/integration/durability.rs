@@ -4,7 +4,8 @@
 use std::process::Command;
 
 use crate::support::{
-    TestServer, delta_commits, send_batches, track_events, wait_for_commit_after,
+    TestServer, delta_commits, python_delta_counts, send_batches, track_events,
+    wait_for_commit_after,
 };
 
 #[test]
@@ -78,27 +79,7 @@ fn python_deltalake_reads_the_same_rows() {
     server.stop();
     assert!(delta_commits(dir.path()) >= 2);
 
-    let script = r#"
-import sys
-from deltalake import DeltaTable
-table = DeltaTable(sys.argv[1])
-data = table.to_pyarrow_table()
-print(data.num_rows, len(set(data.column("message_id").to_pylist())), sorted(table.metadata().partition_columns))
-"#;
-    let output = Command::new("python3")
-        .args(["-c", script])
-        .arg(dir.path().join("events"))
-        .output()
-        .expect("python3 must be installed (scripts/test.sh installs deltalake and pyarrow)");
-    assert!(
-        output.status.success(),
-        "python deltalake failed (scripts/test.sh installs it): {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&output.stdout).trim(),
-        "1234 1234 ['event_date']"
-    );
+    assert_eq!(python_delta_counts(dir.path()), "1234 1234 ['event_date']");
 }
 
 #[test]

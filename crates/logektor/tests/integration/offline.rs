@@ -2,23 +2,7 @@
 
 use std::process::Command;
 
-use crate::support::{TestServer, binary, send_batches, track_events};
-
-fn offline(data_dir: &std::path::Path, format: &str, sql: &str) -> String {
-    let output = Command::new(binary())
-        .args(["sql", "--format", format, "--data-dir"])
-        .arg(data_dir)
-        .arg(sql)
-        .env("LOGEKTOR_LOG", "warn")
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
-}
+use crate::support::{TestServer, binary, offline, send_batches, track_events};
 
 #[test]
 fn offline_sql_reads_the_table_and_the_wal() {

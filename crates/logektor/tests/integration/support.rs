@@ -231,13 +231,14 @@ pub fn send_batches(server: &TestServer, events: &[Value], per_batch: usize) {
 }
 
 /// Reads the table under `data_dir` with Python's `deltalake` (an independent implementation)
-/// and returns "rows distinct_message_ids".
+/// and returns "rows distinct_message_ids partition_columns".
 pub fn python_delta_counts(data_dir: &Path) -> String {
     let script = r#"
 import sys
 from deltalake import DeltaTable
-data = DeltaTable(sys.argv[1]).to_pyarrow_table()
-print(data.num_rows, len(set(data.column("message_id").to_pylist())))
+table = DeltaTable(sys.argv[1])
+data = table.to_pyarrow_table()
+print(data.num_rows, len(set(data.column("message_id").to_pylist())), sorted(table.metadata().partition_columns))
 "#;
     let output = Command::new("python3")
         .args(["-c", script])
@@ -267,4 +268,21 @@ pub fn parquet_files(dir: &Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+/// Runs `logektor sql --format FORMAT` on a data folder (no server) and returns its output.
+pub fn offline(data_dir: &Path, format: &str, sql: &str) -> String {
+    let output = Command::new(binary())
+        .args(["sql", "--format", format, "--data-dir"])
+        .arg(data_dir)
+        .arg(sql)
+        .env("LOGEKTOR_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::support::{
-    TestServer, binary, delta_commits, parquet_files, python_delta_counts, send_batches,
+    TestServer, binary, delta_commits, offline, parquet_files, python_delta_counts, send_batches,
     track_events, wait_for_commit_after,
 };
 
@@ -89,7 +89,7 @@ fn many_tiny_flushes_compact_into_few_files_with_identical_results() {
 
     // An independent reader agrees after compaction, vacuum and checkpoint.
     server.stop();
-    assert_eq!(python_delta_counts(dir.path()), "600 600");
+    assert_eq!(python_delta_counts(dir.path()), "600 600 ['event_date']");
 }
 
 #[test]
@@ -344,19 +344,7 @@ fn write_ndjson(path: &Path, n: usize) {
 }
 
 fn offline_count(data_dir: &Path, sql: &str) -> String {
-    let output = Command::new(binary())
-        .args(["sql", "--format", "csv", "--data-dir"])
-        .arg(data_dir)
-        .arg(sql)
-        .env("LOGEKTOR_LOG", "warn")
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    offline(data_dir, "csv", sql).trim().to_owned()
 }
 
 fn import(data_dir: &Path, files: &[&Path]) -> std::process::Output {
@@ -503,4 +491,79 @@ fn export_round_trips_through_import() {
             )
         );
     }
+}
+
+fn cli_json(args: &[&str], data_dir: &Path) -> serde_json::Value {
+    let output = Command::new(binary())
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env("LOGEKTOR_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+#[test]
+fn table_and_forget_commands_work_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(
+        dir.path(),
+        &with_manual_upkeep(&["--flush-interval", "20ms"]),
+    );
+    for chunk in track_events("cli", 100).chunks(10) {
+        let commits = delta_commits(dir.path());
+        send_batches(&server, chunk, 10);
+        wait_for_commit_after(dir.path(), commits);
+    }
+    server.stop();
+
+    let info = cli_json(&["table", "info"], dir.path());
+    assert_eq!(info["rows"], json!(100), "{info}");
+    assert!(info["files"].as_u64().unwrap() >= 10, "{info}");
+    let report = cli_json(&["table", "optimize", "--force"], dir.path());
+    assert_eq!(report["partitions"], json!(["2024-05-01"]), "{report}");
+    let vacuumed = cli_json(&["table", "vacuum", "--grace", "0s"], dir.path());
+    assert!(
+        vacuumed["files_deleted"].as_u64().unwrap() >= 10,
+        "{vacuumed}"
+    );
+    let checkpoint = cli_json(&["table", "checkpoint"], dir.path());
+    assert!(checkpoint["version"].is_u64(), "{checkpoint}");
+    let info = cli_json(&["table", "info"], dir.path());
+    assert_eq!(
+        (info["files"].clone(), info["rows"].clone()),
+        (json!(1), json!(100))
+    );
+
+    // user-3 is every 17th event of track_events.
+    let before = offline_count(
+        dir.path(),
+        "SELECT count(*) AS n FROM events WHERE user_id = 'user-3'",
+    );
+    assert_eq!(before, "n\n6");
+    cli_json(&["forget", "--user-id", "user-3"], dir.path());
+    assert_eq!(
+        offline_count(
+            dir.path(),
+            "SELECT count(*) AS n FROM events WHERE user_id = 'user-3'"
+        ),
+        "n\n0"
+    );
+    let missing = Command::new(binary())
+        .args(["forget", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("give --user-id or --anonymous-id"));
+
+    // The server starts on the tidied table and sees the same rows.
+    let server = TestServer::start(dir.path(), MANUAL_UPKEEP);
+    assert_eq!(server.count("SELECT count(*) AS n FROM events"), 94);
 }

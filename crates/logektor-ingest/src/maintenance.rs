@@ -56,8 +56,8 @@ impl Ingester {
     /// Compacts partitions that have accumulated small files (every partition with more than
     /// one file when `force`).
     pub async fn compact(&self, force: bool) -> Result<CompactionReport, logektor_table::Error> {
-        // One compaction at a time in this process (the scheduled one and a request); other
-        // processes are kept out by the compaction's application transaction.
+        // One compaction at a time (the scheduled one and requests): two compactions of the
+        // same files could both commit and double their rows (see `maintenance::compact`).
         let _one_at_a_time = self.compaction_lock.lock().await;
         let report =
             maintenance::compact(&self.location, &self.maintenance.compaction, force).await?;

@@ -15,7 +15,6 @@ use std::time::Duration;
 use datafusion::prelude::{Expr, col, lit};
 use datafusion::scalar::ScalarValue;
 use deltalake::DeltaTable;
-use deltalake::kernel::Transaction;
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::operations::optimize::OptimizeType;
 use deltalake::operations::vacuum::VacuumMode;
@@ -27,9 +26,6 @@ use tracing::info;
 use crate::layout::writer_properties;
 use crate::table::load_if_exists;
 use crate::{Error, Result, TableLocation};
-
-/// The application transaction every compaction commits, so concurrent compactions conflict.
-pub const COMPACTION_APP_ID: &str = "logektor-compaction";
 
 /// The columns compaction z-orders by when asked to: the filters reports use most.
 pub const ZORDER_COLUMNS: &[&str] = &["source", "event", "timestamp"];
@@ -288,21 +284,16 @@ pub async fn compact(
         };
         let target = NonZeroU64::new(config.target_file_bytes.max(1)).expect("at least 1");
         // Delta's conflict check lets two compactions that removed the same files both commit
-        // (it ignores removals without data change), which would leave their rows in the table
-        // twice. Every compaction therefore also commits the application transaction
-        // COMPACTION_APP_ID: of two concurrent ones, the later fails with a conflict, whichever
-        // process or server ran it.
-        let lease = Transaction::new(
-            COMPACTION_APP_ID,
-            i64::try_from(table.version().unwrap_or(0)).unwrap_or(i64::MAX),
-        );
+        // (delta-rs ignores removals without data change, and its optimize drops application
+        // transactions from its commit), which would leave their rows in the table twice. The
+        // caller must run one compaction at a time per table: the server serialises its own,
+        // and the offline command is documented as for a table no server is compacting.
         let (after, metrics) = table
             .optimize()
             .with_filters(&filter)
             .with_type(optimize_type)
             .with_target_size(target)
             .with_writer_properties(writer_properties())
-            .with_commit_properties(CommitProperties::default().with_application_transaction(lease))
             .await?;
         if metrics.num_files_removed > 0 {
             report.partitions.push(date.clone());

@@ -567,3 +567,40 @@ fn table_and_forget_commands_work_offline() {
     let server = TestServer::start(dir.path(), MANUAL_UPKEEP);
     assert_eq!(server.count("SELECT count(*) AS n FROM events"), 94);
 }
+
+/// Regression: delta-rs lets two compactions of the same files both commit (it ignores
+/// removals without data change), which doubled rows. The server runs them one at a time.
+#[test]
+fn concurrent_compaction_requests_never_double_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Arc::new(TestServer::start(
+        dir.path(),
+        &with_manual_upkeep(&["--flush-interval", "20ms"]),
+    ));
+    for chunk in track_events("race", 300).chunks(10) {
+        let commits = delta_commits(dir.path());
+        send_batches(&server, chunk, 10);
+        wait_for_commit_after(dir.path(), commits);
+    }
+    let racers: Vec<_> = (0..3)
+        .map(|_| {
+            let server = Arc::clone(&server);
+            std::thread::spawn(move || {
+                server.admin_ok("POST", "/v1/admin/table/optimize?force=true", None)
+            })
+        })
+        .collect();
+    let removed: u64 = racers
+        .into_iter()
+        .map(|racer| racer.join().unwrap()["files_removed"].as_u64().unwrap())
+        .sum();
+    assert_eq!(removed, 30, "each small file is compacted exactly once");
+    let row = &server.sql("SELECT count(*) AS n, count(DISTINCT message_id) AS d FROM events")[0];
+    assert_eq!(
+        (row["n"].clone(), row["d"].clone()),
+        (json!(300), json!(300))
+    );
+    let server = Arc::into_inner(server).expect("threads are done");
+    server.stop();
+    assert_eq!(python_delta_counts(dir.path()), "300 300 ['event_date']");
+}

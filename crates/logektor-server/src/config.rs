@@ -151,11 +151,6 @@ pub struct ServeArgs {
     #[arg(long, env = "LOGEKTOR_COMPACTION_MIN_FILES", default_value_t = 16)]
     pub compaction_min_files: usize,
 
-    /// Compact by rewriting whole partitions in z-order over (source, event, timestamp) instead
-    /// of merging the small files only.
-    #[arg(long, env = "LOGEKTOR_COMPACTION_ZORDER")]
-    pub compaction_zorder: bool,
-
     /// How often files replaced by compaction, retention or erasure are deleted (0 = only when
     /// asked).
     #[arg(long, env = "LOGEKTOR_VACUUM_INTERVAL", default_value = "1h", value_parser = parse_duration)]

@@ -97,7 +97,7 @@ async fn serve(
             compaction: CompactionConfig {
                 target_file_bytes: args.compaction_target_size as u64,
                 min_small_files: args.compaction_min_files,
-                zorder: args.compaction_zorder,
+                ..CompactionConfig::default()
             },
             vacuum_interval: args.vacuum_interval,
             vacuum_grace: args.vacuum_grace,

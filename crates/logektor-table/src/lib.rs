@@ -41,6 +41,23 @@ pub enum Error {
     },
     #[error("{0}")]
     DataFusion(#[from] datafusion::error::DataFusionError),
+    #[error("object store error: {0}")]
+    ObjectStore(#[from] deltalake::ObjectStoreError),
+    #[error("parquet error: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+}
+
+impl Error {
+    /// A commit lost to a concurrent one that it conflicts with (e.g. two compactions, or a
+    /// compaction and a delete of the same files); nothing was changed, and retrying is safe.
+    pub fn is_conflict(&self) -> bool {
+        matches!(
+            self,
+            Error::Delta(deltalake::DeltaTableError::Transaction {
+                source: deltalake::kernel::transaction::TransactionError::CommitConflict(_),
+            })
+        )
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

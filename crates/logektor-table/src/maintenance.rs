@@ -9,26 +9,32 @@
 //! reading the files that snapshot names.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::num::NonZeroU64;
+use std::sync::Arc;
 use std::time::Duration;
 
+use arrow::record_batch::RecordBatch;
 use datafusion::prelude::{Expr, col, lit};
 use datafusion::scalar::ScalarValue;
 use deltalake::DeltaTable;
+use deltalake::kernel::transaction::CommitBuilder;
 use deltalake::kernel::transaction::CommitProperties;
-use deltalake::operations::optimize::OptimizeType;
+use deltalake::kernel::{Action, Transaction};
 use deltalake::operations::vacuum::VacuumMode;
+use deltalake::protocol::DeltaOperation;
+use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use futures::TryStreamExt;
 use logektor_event::schema::EVENT_DATE;
+use logektor_event::schema::events_schema;
+use object_store::ObjectStoreExt;
 use serde::Serialize;
 use tracing::info;
 
-use crate::layout::writer_properties;
-use crate::table::load_if_exists;
+use crate::layout::{sort_for_layout, writer_properties};
+use crate::table::{load_if_exists, sync_local_files};
 use crate::{Error, Result, TableLocation};
 
-/// The columns compaction z-orders by when asked to: the filters reports use most.
-pub const ZORDER_COLUMNS: &[&str] = &["source", "event", "timestamp"];
+/// The application transaction every compaction commits, so concurrent compactions conflict.
+pub const COMPACTION_APP_ID: &str = "logektor-compaction";
 
 /// How background compaction chooses and sizes files.
 #[derive(Debug, Clone)]
@@ -37,9 +43,9 @@ pub struct CompactionConfig {
     pub target_file_bytes: u64,
     /// A partition is compacted once it holds at least this many files smaller than the target.
     pub min_small_files: usize,
-    /// Rewrite whole partitions in z-order over [`ZORDER_COLUMNS`] instead of bin-packing only
-    /// the small files. Costs more; rewrites every file of the chosen partitions.
-    pub zorder: bool,
+    /// At most this many rows are merged into one file: a bin is sorted in memory, so this
+    /// bounds compaction's memory (about 1 KB of Arrow memory per event).
+    pub max_bin_rows: u64,
 }
 
 impl Default for CompactionConfig {
@@ -47,7 +53,7 @@ impl Default for CompactionConfig {
         Self {
             target_file_bytes: 256 * 1024 * 1024,
             min_small_files: 16,
-            zorder: false,
+            max_bin_rows: 1_000_000,
         }
     }
 }
@@ -243,8 +249,26 @@ pub async fn info(location: &TableLocation) -> Result<TableInfo> {
     })
 }
 
-/// Merges small files of every partition holding at least `min_small_files` of them (all
-/// partitions with more than one file when `force`). One commit; a no-op when nothing is due.
+/// A file compaction may merge: what it needs to read it and to remove it.
+struct SmallFile {
+    path: deltalake::Path,
+    remove: deltalake::kernel::Remove,
+    size: u64,
+    rows: u64,
+    modified: i64,
+}
+
+/// Merges the small files of every date partition holding at least `min_small_files` of them
+/// (at least two when `force`). Files are merged in flush order into bins of up to the target
+/// size (and [`CompactionConfig::max_bin_rows`]); each bin is sorted like a flush (source, type,
+/// event, timestamp) and written as one file. One commit for the whole run; a no-op when
+/// nothing is due.
+///
+/// The commit is built here rather than by delta-rs's optimize for one reason: two
+/// compactions of the same files must not both commit (the rows would be in the table twice),
+/// and delta-rs's conflict check ignores removals without data change while its optimize drops
+/// application transactions. This commit carries the application transaction
+/// [`COMPACTION_APP_ID`], so of two concurrent compactions, in any processes, the later fails.
 pub async fn compact(
     location: &TableLocation,
     config: &CompactionConfig,
@@ -253,56 +277,123 @@ pub async fn compact(
     let Some(table) = load_existing(location).await? else {
         return Ok(CompactionReport::default());
     };
-    // Small files trigger both modes, so a partition whose files are all large is left alone
-    // and compaction converges (z-order included).
+    let read_version = table.version().unwrap_or(0);
     let threshold = if force {
         2
     } else {
         config.min_small_files.max(2)
-    } as u64;
-    let due: Vec<String> = partitions(&table, config.target_file_bytes)?
-        .into_iter()
-        .filter(|(_, [_, _, _, small])| *small >= threshold)
-        .map(|(date, _)| date)
-        .collect();
-    if due.is_empty() {
-        return Ok(CompactionReport::default());
-    }
-    let mut report = CompactionReport::default();
-    // One optimize per partition keeps each commit small and lets a failure cost one partition.
-    let mut table = table;
-    for date in &due {
-        let filter = [deltalake::filter_literal(
-            EVENT_DATE,
-            "=",
-            deltalake::FilterValue::Scalar(date.as_str()),
-        )?];
-        let optimize_type = if config.zorder {
-            OptimizeType::ZOrder(ZORDER_COLUMNS.iter().map(|c| (*c).to_owned()).collect())
-        } else {
-            OptimizeType::Compact
-        };
-        let target = NonZeroU64::new(config.target_file_bytes.max(1)).expect("at least 1");
-        // Delta's conflict check lets two compactions that removed the same files both commit
-        // (delta-rs ignores removals without data change, and its optimize drops application
-        // transactions from its commit), which would leave their rows in the table twice. The
-        // caller must run one compaction at a time per table: the server serialises its own,
-        // and the offline command is documented as for a table no server is compacting.
-        let (after, metrics) = table
-            .optimize()
-            .with_filters(&filter)
-            .with_type(optimize_type)
-            .with_target_size(target)
-            .with_writer_properties(writer_properties())
-            .await?;
-        if metrics.num_files_removed > 0 {
-            report.partitions.push(date.clone());
+    };
+    let mut by_partition: BTreeMap<String, Vec<SmallFile>> = BTreeMap::new();
+    for file in table.snapshot()?.log_data().iter() {
+        let size = u64::try_from(file.size()).unwrap_or(0);
+        // A file with a deletion vector has rows its Parquet still holds but the table does
+        // not; merging it as plain Parquet would bring them back.
+        if size >= config.target_file_bytes || file.deletion_vector_descriptor().is_some() {
+            continue;
         }
-        report.files_removed += metrics.num_files_removed;
-        report.files_added += metrics.num_files_added;
-        table = after;
+        let date = file
+            .partition_values_map()
+            .get(EVENT_DATE)
+            .cloned()
+            .flatten()
+            .unwrap_or_default();
+        by_partition.entry(date).or_default().push(SmallFile {
+            path: file.object_store_path(),
+            remove: file.remove_action(false),
+            size,
+            rows: file.num_records().map_or(0, |n| n as u64),
+            modified: file.modification_time(),
+        });
     }
-    report.version = table.version();
+    let store = table.log_store().object_store(None);
+    let mut report = CompactionReport::default();
+    let mut actions = Vec::new();
+    let mut written = Vec::new();
+    for (date, mut files) in by_partition {
+        if files.len() < threshold {
+            continue;
+        }
+        let Some(days) = date_days(&date) else {
+            continue;
+        };
+        // Flush order is time order: bins of neighbouring files keep time ranges tight.
+        files.sort_by(|a, b| (a.modified, a.path.as_ref()).cmp(&(b.modified, b.path.as_ref())));
+        let mut rewrote_partition = false;
+        for bin in bins(&files, config) {
+            if bin.len() < 2 {
+                continue;
+            }
+            let mut batches = Vec::with_capacity(bin.len());
+            for file in bin {
+                let bytes = store.get(&file.path).await?.bytes().await?;
+                let reader =
+                    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)?
+                        .build()?;
+                for batch in reader {
+                    batches.push(with_partition_column(&batch?, days)?);
+                }
+            }
+            let merged = arrow::compute::concat_batches(&events_schema(), &batches)?;
+            drop(batches);
+            let sorted = sort_for_layout(&merged)?;
+            drop(merged);
+            let mut writer =
+                RecordBatchWriter::for_table(&table)?.with_writer_properties(writer_properties());
+            writer.write(sorted).await?;
+            for mut add in writer.flush().await? {
+                add.data_change = false;
+                written.push(add.path.clone());
+                actions.push(Action::Add(add));
+                report.files_added += 1;
+            }
+            for file in bin {
+                actions.push(Action::Remove(file.remove.clone()));
+                report.files_removed += 1;
+            }
+            rewrote_partition = true;
+        }
+        if rewrote_partition {
+            report.partitions.push(date);
+        }
+    }
+    if actions.is_empty() {
+        return Ok(report);
+    }
+    sync_local_files(location, &written)?;
+    let lease = Transaction::new(
+        COMPACTION_APP_ID,
+        i64::try_from(read_version).unwrap_or(i64::MAX),
+    );
+    let operation = DeltaOperation::Optimize {
+        predicate: None,
+        target_size: i64::try_from(config.target_file_bytes).unwrap_or(i64::MAX),
+    };
+    let committed =
+        CommitBuilder::from(CommitProperties::default().with_application_transaction(lease))
+            .with_actions(actions)
+            .build(Some(table.snapshot()?), table.log_store(), operation)
+            .await;
+    let finalized = match committed {
+        Ok(finalized) => finalized,
+        Err(err) => {
+            // Most likely another compaction committed first. The files written here are named
+            // by no commit and a vacuum only removes files the log names, so remove them now;
+            // only after a definite conflict, since after other errors the commit may have
+            // landed and need them.
+            if is_conflict(&err) {
+                let store = table.log_store().object_store(None);
+                for path in &written {
+                    let _ = store.delete(&deltalake::Path::from(path.as_str())).await;
+                }
+            }
+            return Err(err.into());
+        }
+    };
+    report.version = Some(finalized.version());
+    sync_local_files(
+        location,
+        &[format!("_delta_log/{:020}.json", finalized.version())],
+    )?;
     info!(
         partitions = report.partitions.len(),
         files_removed = report.files_removed,
@@ -311,6 +402,69 @@ pub async fn compact(
         "compacted"
     );
     Ok(report)
+}
+
+fn is_conflict(err: &deltalake::DeltaTableError) -> bool {
+    matches!(
+        err,
+        deltalake::DeltaTableError::Transaction {
+            source: deltalake::kernel::transaction::TransactionError::CommitConflict(_),
+        }
+    )
+}
+
+/// Consecutive runs of files up to the target size and the row cap.
+fn bins<'a>(files: &'a [SmallFile], config: &CompactionConfig) -> Vec<&'a [SmallFile]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes, mut rows) = (0, 0u64, 0u64);
+    for (index, file) in files.iter().enumerate() {
+        if index > start
+            && (bytes + file.size > config.target_file_bytes
+                || rows + file.rows > config.max_bin_rows)
+        {
+            out.push(&files[start..index]);
+            (start, bytes, rows) = (index, 0, 0);
+        }
+        bytes += file.size;
+        rows += file.rows;
+    }
+    if start < files.len() {
+        out.push(&files[start..]);
+    }
+    out
+}
+
+/// Days since the epoch of a `YYYY-MM-DD` partition value.
+fn date_days(text: &str) -> Option<i32> {
+    let date = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").ok()?;
+    let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1)?;
+    i32::try_from((date - epoch).num_days()).ok()
+}
+
+/// Data files hold every column but the partition column; put it back (last, as in the
+/// canonical schema) so the batch can be written like a flush.
+fn with_partition_column(batch: &RecordBatch, days: i32) -> Result<RecordBatch> {
+    let schema = events_schema();
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|field| {
+            if field.name() == EVENT_DATE {
+                return Ok(Arc::new(arrow::array::Date32Array::from(vec![
+                    days;
+                    batch.num_rows()
+                ])) as arrow::array::ArrayRef);
+            }
+            let column = batch
+                .column_by_name(field.name())
+                .ok_or_else(|| Error::Location {
+                    location: field.name().clone(),
+                    reason: "a data file lacks this column".into(),
+                })?;
+            Ok(arrow::compute::cast(column, field.data_type())?)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(RecordBatch::try_new(schema, columns)?)
 }
 
 /// Deletes files that left the table (compaction, retention, erasure) more than `grace` ago.

@@ -110,6 +110,19 @@ fn sync_files(files: &[PathBuf]) -> Result<()> {
     Ok(())
 }
 
+/// fsyncs table-relative files (as Delta actions name them) when the table is on a local disk;
+/// object stores make writes durable themselves.
+pub(crate) fn sync_local_files(location: &TableLocation, relative: &[String]) -> Result<()> {
+    if location.local_path().is_none() {
+        return Ok(());
+    }
+    let files = relative
+        .iter()
+        .map(|path| location.file_path(path))
+        .collect::<Result<Vec<_>>>()?;
+    sync_files(&files)
+}
+
 /// The writer's handle on the events table.
 pub struct EventTable {
     location: TableLocation,
@@ -189,13 +202,8 @@ impl EventTable {
         };
         // The object store and the Delta log store do not fsync on a local disk. The caller
         // deletes WAL segments after this returns, so the files must be durable first.
-        if self.location.local_path().is_some() {
-            let files = adds
-                .iter()
-                .map(|add| self.location.file_path(&add.path))
-                .collect::<Result<Vec<_>>>()?;
-            sync_files(&files)?;
-        }
+        let paths: Vec<String> = adds.iter().map(|add| add.path.clone()).collect();
+        sync_local_files(&self.location, &paths)?;
         let operation = DeltaOperation::Write {
             mode: SaveMode::Append,
             partition_by: Some(vec![EVENT_DATE.to_owned()]),
@@ -241,12 +249,7 @@ impl EventTable {
         };
         let version = finalized.version();
         self.table.state = Some(finalized.snapshot());
-        if self.location.local_path().is_some() {
-            let log_file = self
-                .location
-                .file_path(&format!("_delta_log/{version:020}.json"))?;
-            sync_files(&[log_file])?;
-        }
+        sync_local_files(&self.location, &[format!("_delta_log/{version:020}.json")])?;
         self.committed_seq = through_seq;
         Ok(version)
     }

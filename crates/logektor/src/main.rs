@@ -66,9 +66,6 @@ enum TableCommand {
     Optimize {
         #[command(flatten)]
         dir: DataDirArg,
-        /// Rewrite the chosen partitions in z-order over (source, event, timestamp).
-        #[arg(long)]
-        zorder: bool,
         /// Compact every partition with more than one file, not only those with many small ones.
         #[arg(long)]
         force: bool,
@@ -244,13 +241,11 @@ async fn run_table(command: TableCommand) -> anyhow::Result<()> {
         TableCommand::Info(dir) => print_json(&maintenance::info(&table_location(&dir)?).await?),
         TableCommand::Optimize {
             dir,
-            zorder,
             force,
             target_size,
         } => {
             let config = maintenance::CompactionConfig {
                 target_file_bytes: target_size as u64,
-                zorder,
                 ..maintenance::CompactionConfig::default()
             };
             let location = table_location(&dir)?;

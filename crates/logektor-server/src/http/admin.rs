@@ -13,25 +13,21 @@ use std::sync::Arc;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Query, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use logektor_table::maintenance::{self, Person};
 use serde::Serialize;
 use serde_json::Value;
 use tracing::info;
 
 use super::ingest::read_body;
-use super::{ApiError, AppState, bearer_token};
+use super::{ApiError, AppState, require_bearer};
 
 const MAX_ADMIN_BODY: usize = 64 * 1024;
 
 fn authorize_admin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let token = bearer_token(headers).ok_or_else(|| {
-        ApiError::unauthorized("missing admin token: send Authorization: Bearer <admin token>")
-    })?;
-    if !state.keys.is_admin_token(token) {
-        return Err(ApiError::unauthorized("invalid admin token"));
-    }
-    Ok(())
+    require_bearer(headers, "admin token", |token| {
+        state.keys.is_admin_token(token)
+    })
 }
 
 /// Runs a table operation on the compute runtime and answers its report as JSON.
@@ -45,7 +41,19 @@ where
         .spawn(work)
         .await
         .map_err(ApiError::internal)?
-        .map_err(ApiError::internal)?;
+        .map_err(|err| {
+            if err.is_conflict() {
+                ApiError::new(
+                    StatusCode::CONFLICT,
+                    "conflict",
+                    format!(
+                        "a concurrent change to the same files committed first; nothing was changed, retry: {err}"
+                    ),
+                )
+            } else {
+                ApiError::internal(err)
+            }
+        })?;
     Ok(Json(
         serde_json::to_value(report).map_err(ApiError::internal)?,
     ))

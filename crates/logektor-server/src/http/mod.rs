@@ -50,9 +50,14 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// The token of an `Authorization: Bearer <token>` header.
-fn bearer_token(headers: &axum::http::HeaderMap) -> Option<&str> {
-    headers
+/// Checks the `Authorization: Bearer <token>` header against `valid`; `kind` names the token
+/// in the 401 answers ("read token", "admin token").
+fn require_bearer(
+    headers: &axum::http::HeaderMap,
+    kind: &str,
+    valid: impl Fn(&str) -> bool,
+) -> Result<(), ApiError> {
+    let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| {
@@ -60,6 +65,15 @@ fn bearer_token(headers: &axum::http::HeaderMap) -> Option<&str> {
                 .or_else(|| v.strip_prefix("bearer "))
         })
         .map(str::trim)
+        .ok_or_else(|| {
+            ApiError::unauthorized(format!(
+                "missing {kind}: send Authorization: Bearer <{kind}>"
+            ))
+        })?;
+    if !valid(token) {
+        return Err(ApiError::unauthorized(format!("invalid {kind}")));
+    }
+    Ok(())
 }
 
 async fn health() -> Json<serde_json::Value> {

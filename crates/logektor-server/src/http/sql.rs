@@ -15,7 +15,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tracing::warn;
 
 use super::ingest::read_body;
-use super::{ApiError, AppState, bearer_token};
+use super::{ApiError, AppState, require_bearer};
 
 /// Largest SQL request body.
 const MAX_SQL_BODY: usize = 1024 * 1024;
@@ -67,13 +67,9 @@ pub(super) async fn sql(
 }
 
 fn authorize_read(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let token = bearer_token(headers).ok_or_else(|| {
-        ApiError::unauthorized("missing read token: send Authorization: Bearer <token>")
-    })?;
-    if !state.keys.is_read_token(token) {
-        return Err(ApiError::unauthorized("invalid read token"));
-    }
-    Ok(())
+    require_bearer(headers, "read token", |token| {
+        state.keys.is_read_token(token)
+    })
 }
 
 /// Runs the query on the compute runtime. The answer's status waits for the first batch, so

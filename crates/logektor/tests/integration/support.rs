@@ -253,7 +253,7 @@ print(data.num_rows, len(set(data.column("message_id").to_pylist())), sorted(tab
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
 
-/// Every Parquet file under `dir`, recursively.
+/// Every Parquet data file under a table folder, recursively (not the log's checkpoints).
 pub fn parquet_files(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_owned()];
@@ -261,7 +261,9 @@ pub fn parquet_files(dir: &Path) -> Vec<std::path::PathBuf> {
         for entry in std::fs::read_dir(&folder).unwrap().filter_map(Result::ok) {
             let path = entry.path();
             if path.is_dir() {
-                stack.push(path);
+                if !path.ends_with("_delta_log") {
+                    stack.push(path);
+                }
             } else if path.extension().is_some_and(|e| e == "parquet") {
                 out.push(path);
             }
@@ -270,19 +272,24 @@ pub fn parquet_files(dir: &Path) -> Vec<std::path::PathBuf> {
     out
 }
 
-/// Runs `logektor sql --format FORMAT` on a data folder (no server) and returns its output.
-pub fn offline(data_dir: &Path, format: &str, sql: &str) -> String {
+/// Runs `logektor ARGS... --data-dir DIR` (no server), asserts it succeeded, returns stdout.
+pub fn cli(args: &[&str], data_dir: &Path) -> String {
     let output = Command::new(binary())
-        .args(["sql", "--format", format, "--data-dir"])
+        .args(args)
+        .arg("--data-dir")
         .arg(data_dir)
-        .arg(sql)
         .env("LOGEKTOR_LOG", "warn")
         .output()
         .unwrap();
     assert!(
         output.status.success(),
-        "{}",
+        "{args:?}: {}",
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8(output.stdout).unwrap()
+}
+
+/// Runs `logektor sql --format FORMAT` on a data folder (no server) and returns its output.
+pub fn offline(data_dir: &Path, format: &str, sql: &str) -> String {
+    cli(&["sql", "--format", format, sql], data_dir)
 }

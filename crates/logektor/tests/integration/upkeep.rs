@@ -11,8 +11,8 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::support::{
-    TestServer, binary, delta_commits, offline, parquet_files, python_delta_counts, send_batches,
-    track_events, wait_for_commit_after,
+    TestServer, binary, cli, delta_commits, offline, parquet_files, python_delta_counts,
+    send_batches, track_events, wait_for_commit_after,
 };
 
 /// No background upkeep: the tests trigger each step themselves.
@@ -494,19 +494,7 @@ fn export_round_trips_through_import() {
 }
 
 fn cli_json(args: &[&str], data_dir: &Path) -> serde_json::Value {
-    let output = Command::new(binary())
-        .args(args)
-        .arg("--data-dir")
-        .arg(data_dir)
-        .env("LOGEKTOR_LOG", "warn")
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).unwrap()
+    serde_json::from_str(&cli(args, data_dir)).unwrap()
 }
 
 #[test]
@@ -601,6 +589,61 @@ fn concurrent_compaction_requests_never_double_rows() {
         (json!(300), json!(300))
     );
     let server = Arc::into_inner(server).expect("threads are done");
+    server.stop();
+    assert_eq!(python_delta_counts(dir.path()), "300 300 ['event_date']");
+}
+
+/// The same race across processes: offline `table optimize` runs beside the server's own
+/// compaction. The compaction commit's application transaction makes all but one fail.
+#[test]
+fn compactions_racing_across_processes_never_double_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(
+        dir.path(),
+        &with_manual_upkeep(&["--flush-interval", "20ms"]),
+    );
+    for chunk in track_events("xrace", 300).chunks(10) {
+        let commits = delta_commits(dir.path());
+        send_batches(&server, chunk, 10);
+        wait_for_commit_after(dir.path(), commits);
+    }
+    let racers: Vec<_> = (0..2)
+        .map(|_| {
+            Command::new(binary())
+                .args(["table", "optimize", "--force", "--data-dir"])
+                .arg(dir.path())
+                .env("LOGEKTOR_LOG", "error")
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let (status, answer) = server.admin("POST", "/v1/admin/table/optimize?force=true", None);
+    assert!(status == 200 || status == 409, "{status} {answer}");
+    for racer in racers {
+        let output = racer.wait_with_output().unwrap();
+        if !output.status.success() {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert!(stderr.contains("Concurrent transaction"), "{stderr}");
+        }
+    }
+    // The losers removed what they had written: the 30 replaced files and one merged file.
+    assert_eq!(parquet_files(&dir.path().join("events")).len(), 31);
+    // Whoever won, the table holds each row once: through the server (after it catches up)
+    // and through an independent reader.
+    server.admin_ok("POST", "/v1/admin/table/checkpoint", None);
+    let row = &server.sql("SELECT count(*) AS n, count(DISTINCT message_id) AS d FROM events")[0];
+    assert_eq!(
+        (row["n"].clone(), row["d"].clone()),
+        (json!(300), json!(300))
+    );
+    let info = server.admin_ok("GET", "/v1/admin/table", None);
+    assert_eq!(
+        (info["rows"].clone(), info["files"].clone()),
+        (json!(300), json!(1)),
+        "{info}"
+    );
     server.stop();
     assert_eq!(python_delta_counts(dir.path()), "300 300 ['event_date']");
 }

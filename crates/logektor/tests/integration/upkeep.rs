@@ -647,3 +647,52 @@ fn compactions_racing_across_processes_never_double_rows() {
     server.stop();
     assert_eq!(python_delta_counts(dir.path()), "300 300 ['event_date']");
 }
+
+#[test]
+fn the_server_compacts_vacuums_and_expires_on_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(
+        dir.path(),
+        &[
+            "--flush-interval",
+            "20ms",
+            "--compaction-interval",
+            "1s",
+            "--compaction-min-files",
+            "4",
+            "--vacuum-interval",
+            "1s",
+            "--vacuum-grace",
+            "0s",
+            "--retention",
+            "3650d",
+        ],
+    );
+    let mut events = track_events("sched", 80);
+    // One event far past the retention: the schedule drops its date.
+    events[0]["timestamp"] = json!("2001-01-01T00:00:00.000Z");
+    for chunk in events.chunks(10) {
+        let commits = delta_commits(dir.path());
+        send_batches(&server, chunk, 10);
+        wait_for_commit_after(dir.path(), commits);
+    }
+    let table_dir = dir.path().join("events");
+    let started = std::time::Instant::now();
+    loop {
+        let info = server.admin_ok("GET", "/v1/admin/table", None);
+        if info["files"] == json!(1) && parquet_files(&table_dir).len() == 1 {
+            assert_eq!(info["rows"], json!(79), "{info}");
+            assert!(info["last_compaction"]["version"].is_u64(), "{info}");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no scheduled compaction, vacuum and retention within 60 s: {info}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        server.count("SELECT count(DISTINCT message_id) AS n FROM events"),
+        79
+    );
+}

@@ -56,8 +56,9 @@ impl Ingester {
     /// Compacts partitions that have accumulated small files (every partition with more than
     /// one file when `force`).
     pub async fn compact(&self, force: bool) -> Result<CompactionReport, logektor_table::Error> {
-        // One compaction at a time (the scheduled one and requests): two compactions of the
-        // same files could both commit and double their rows (see `maintenance::compact`).
+        // One compaction at a time in this process (the scheduled one and requests): of two
+        // concurrent ones only one could commit (see `maintenance::compact`), so the other
+        // would have done its work for nothing and answered a conflict.
         let _one_at_a_time = self.compaction_lock.lock().await;
         let report =
             maintenance::compact(&self.location, &self.maintenance.compaction, force).await?;

@@ -25,8 +25,17 @@ pub async fn view(data_dir: &Path) -> anyhow::Result<EventsView> {
     // The WAL first, then the table: a running server deletes WAL segments only after the
     // commit that holds them, so a record gone from the WAL by the time it is read is in the
     // snapshot opened afterwards, and records the snapshot already holds are dropped below.
-    let records =
-        logektor_wal::read_dir_records(&layout::wal_dir(data_dir), 0).context("reading the WAL")?;
+    // A segment the server deletes between listing and reading fails the read; a second look
+    // no longer lists it.
+    let wal_dir = layout::wal_dir(data_dir);
+    let mut attempts = 0;
+    let records = loop {
+        match logektor_wal::read_dir_records(&wal_dir, 0) {
+            Ok(records) => break records,
+            Err(_) if attempts < 3 => attempts += 1,
+            Err(err) => return Err(err).context("reading the WAL"),
+        }
+    };
     let table_dir = layout::table_dir(data_dir);
     let table = if table_dir.is_dir() {
         TableSnapshot::open_latest(&TableLocation::local(&table_dir)?, &app_id)

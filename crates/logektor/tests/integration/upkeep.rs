@@ -313,6 +313,15 @@ fn erasure_removes_a_person_from_queries_and_after_vacuum_from_every_file() {
     };
     let table_dir = dir.path().join("events");
     assert!(parquet_files(&table_dir).iter().any(|f| holds_person(f)));
+    // The flush inside the erasure committed every WAL record, and with nothing newer the WAL's
+    // segments (the raw request bodies) went with it.
+    for segment in std::fs::read_dir(dir.path().join("wal")).unwrap() {
+        let bytes = std::fs::read(segment.unwrap().path()).unwrap();
+        assert!(
+            !bytes.windows(5).any(|w| w == b"alice"),
+            "a WAL segment still holds the person"
+        );
+    }
     server.admin_ok("POST", "/v1/admin/table/vacuum?grace=0s", None);
     let remaining = parquet_files(&table_dir);
     assert!(!remaining.is_empty());
@@ -695,4 +704,11 @@ fn the_server_compacts_vacuums_and_expires_on_its_own() {
         server.count("SELECT count(DISTINCT message_id) AS n FROM events"),
         79
     );
+    // A checkpoint followed the compaction.
+    let checkpoints = std::fs::read_dir(table_dir.join("_delta_log"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|entry| entry.file_name().to_string_lossy().contains(".checkpoint."))
+        .count();
+    assert!(checkpoints >= 1);
 }

@@ -176,24 +176,23 @@ fn date_text(days: i32) -> String {
         .unwrap_or_else(|| days.to_string())
 }
 
-/// Files per partition of the latest version: (files, bytes, rows, small files).
-fn partitions(table: &DeltaTable, small_below: u64) -> Result<BTreeMap<String, [u64; 4]>> {
-    let mut out: BTreeMap<String, [u64; 4]> = BTreeMap::new();
+/// The `event_date` partition value of a file, as `YYYY-MM-DD`.
+fn file_date(file: &deltalake::kernel::LogicalFileView) -> String {
+    file.partition_values_map()
+        .get(EVENT_DATE)
+        .cloned()
+        .flatten()
+        .unwrap_or_default()
+}
+
+/// Files per partition of the latest version: (files, bytes, rows).
+fn partitions(table: &DeltaTable) -> Result<BTreeMap<String, [u64; 3]>> {
+    let mut out: BTreeMap<String, [u64; 3]> = BTreeMap::new();
     for file in table.snapshot()?.log_data().iter() {
-        let date = file
-            .partition_values_map()
-            .get(EVENT_DATE)
-            .cloned()
-            .flatten()
-            .unwrap_or_default();
-        let size = u64::try_from(file.size()).unwrap_or(0);
-        let entry = out.entry(date).or_default();
+        let entry = out.entry(file_date(&file)).or_default();
         entry[0] += 1;
-        entry[1] += size;
+        entry[1] += u64::try_from(file.size()).unwrap_or(0);
         entry[2] += file.num_records().map_or(0, |n| n as u64);
-        if size < small_below {
-            entry[3] += 1;
-        }
     }
     Ok(out)
 }
@@ -212,16 +211,16 @@ pub async fn info(location: &TableLocation) -> Result<TableInfo> {
             last_vacuum: None,
         });
     };
-    let partitions: Vec<PartitionInfo> = partitions(&table, 0)?
+    let partitions: Vec<PartitionInfo> = partitions(&table)?
         .into_iter()
-        .map(|(event_date, [files, bytes, rows, _])| PartitionInfo {
+        .map(|(event_date, [files, bytes, rows])| PartitionInfo {
             event_date,
             files: files as usize,
             bytes,
             rows,
         })
         .collect();
-    // The log is read newest first; the scan stops at the first of each kind.
+    // The log is read newest first (the last 1,000 commits); the first of each kind wins.
     let mut last_compaction = None;
     let mut last_vacuum = None;
     let history: Vec<_> = table.history(Some(1000)).try_collect().await?;
@@ -291,19 +290,16 @@ pub async fn compact(
         if size >= config.target_file_bytes || file.deletion_vector_descriptor().is_some() {
             continue;
         }
-        let date = file
-            .partition_values_map()
-            .get(EVENT_DATE)
-            .cloned()
-            .flatten()
-            .unwrap_or_default();
-        by_partition.entry(date).or_default().push(SmallFile {
-            path: file.object_store_path(),
-            remove: file.remove_action(false),
-            size,
-            rows: file.num_records().map_or(0, |n| n as u64),
-            modified: file.modification_time(),
-        });
+        by_partition
+            .entry(file_date(&file))
+            .or_default()
+            .push(SmallFile {
+                path: file.object_store_path(),
+                remove: file.remove_action(false),
+                size,
+                rows: file.num_records().map_or(0, |n| n as u64),
+                modified: file.modification_time(),
+            });
     }
     let store = table.log_store().object_store(None);
     let mut report = CompactionReport::default();
@@ -558,7 +554,7 @@ pub async fn expire(
     let cutoff = |age: &Duration| {
         now_days - i32::try_from(age.as_secs().div_ceil(86_400)).unwrap_or(i32::MAX)
     };
-    let present: BTreeSet<String> = partitions(&table, 0)?.into_keys().collect();
+    let present: BTreeSet<String> = partitions(&table)?.into_keys().collect();
     drop(table);
 
     // Dates before every source's cutoff go whole. That needs a default (otherwise a source

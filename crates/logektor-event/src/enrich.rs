@@ -1,4 +1,9 @@
-//! Columns derived from others at ingest: URL path, referrer host, UTM tags.
+//! Columns derived from others at ingest: URL path, referrer host, UTM tags, the user agent's
+//! browser, OS and device, and the client IP after the source's IP policy.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, LazyLock, Mutex};
 
 use url::Url;
 
@@ -36,9 +41,220 @@ pub(crate) fn utm_from_url(text: &str) -> [Option<String>; 5] {
     tags
 }
 
+/// What a user agent says about the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserAgentInfo {
+    pub browser: Option<String>,
+    pub os: Option<String>,
+    /// `desktop`, `mobile`, `tablet`, `bot` or `other`.
+    pub device_type: &'static str,
+    pub is_bot: bool,
+}
+
+/// Distinct user agents remembered; real traffic has few, so a full cache is simply cleared.
+const USER_AGENT_CACHE_CAPACITY: usize = 16_384;
+
+static USER_AGENTS: LazyLock<Mutex<HashMap<String, Arc<UserAgentInfo>>>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
+
+/// Parses a user agent with woothee, through a process-wide cache: parsing costs microseconds,
+/// a cache hit a hash lookup.
+pub fn user_agent(text: &str) -> Arc<UserAgentInfo> {
+    if let Some(hit) = USER_AGENTS.lock().expect("ua cache").get(text) {
+        return Arc::clone(hit);
+    }
+    let info = Arc::new(parse_user_agent(text));
+    let mut cache = USER_AGENTS.lock().expect("ua cache");
+    if cache.len() >= USER_AGENT_CACHE_CAPACITY {
+        cache.clear();
+    }
+    cache.insert(text.to_owned(), Arc::clone(&info));
+    info
+}
+
+/// Substrings of user agents of automated clients that woothee does not list as crawlers.
+const BOT_MARKERS: &[&str] = &[
+    "bot",
+    "crawler",
+    "spider",
+    "slurp",
+    "headlesschrome",
+    "phantomjs",
+    "lighthouse",
+    "python-requests",
+    "curl/",
+    "wget/",
+    "go-http-client",
+];
+
+fn parse_user_agent(text: &str) -> UserAgentInfo {
+    let lower = text.to_ascii_lowercase();
+    let marked_bot = BOT_MARKERS.iter().any(|marker| lower.contains(marker));
+    let known = |value: &str| (value != "UNKNOWN" && !value.is_empty()).then(|| value.to_owned());
+    let Some(parsed) = woothee::parser::Parser::new().parse(text) else {
+        return UserAgentInfo {
+            browser: None,
+            os: None,
+            device_type: if marked_bot { "bot" } else { "other" },
+            is_bot: marked_bot,
+        };
+    };
+    let is_bot = marked_bot || parsed.category == "crawler";
+    let tablet = parsed.os == "iPad"
+        || (parsed.os == "Android" && !lower.contains("mobile"))
+        || lower.contains("tablet");
+    let device_type = if is_bot {
+        "bot"
+    } else if tablet {
+        "tablet"
+    } else {
+        match parsed.category {
+            "pc" => "desktop",
+            "smartphone" | "mobilephone" => "mobile",
+            _ => "other",
+        }
+    };
+    UserAgentInfo {
+        browser: known(parsed.name),
+        os: known(parsed.os),
+        device_type,
+        is_bot,
+    }
+}
+
+/// What a source stores of a client's IP address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IpPolicy {
+    /// The address as seen.
+    #[default]
+    Keep,
+    /// IPv4 with the last octet zeroed (`203.0.113.0`); IPv6 cut to its first 48 bits.
+    Truncate,
+    /// No address at all.
+    Drop,
+}
+
+impl IpPolicy {
+    /// Stable one-byte code, as stored in the WAL.
+    pub fn code(self) -> u8 {
+        match self {
+            IpPolicy::Keep => 0,
+            IpPolicy::Truncate => 1,
+            IpPolicy::Drop => 2,
+        }
+    }
+
+    pub fn from_code(code: u8) -> Option<Self> {
+        [IpPolicy::Keep, IpPolicy::Truncate, IpPolicy::Drop]
+            .get(usize::from(code))
+            .copied()
+    }
+
+    /// What the policy keeps of `ip`. Text that is not an IP address is kept only by `Keep`.
+    pub fn apply(self, ip: &str) -> Option<String> {
+        match self {
+            IpPolicy::Keep => Some(ip.to_owned()),
+            IpPolicy::Drop => None,
+            IpPolicy::Truncate => match ip.trim().parse::<IpAddr>().ok()? {
+                IpAddr::V4(v4) => {
+                    let [a, b, c, _] = v4.octets();
+                    Some(std::net::Ipv4Addr::new(a, b, c, 0).to_string())
+                }
+                IpAddr::V6(v6) => {
+                    let mut octets = v6.octets();
+                    octets[6..].fill(0);
+                    Some(std::net::Ipv6Addr::from(octets).to_string())
+                }
+            },
+        }
+    }
+}
+
+impl std::str::FromStr for IpPolicy {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "keep" => Ok(IpPolicy::Keep),
+            "truncate" | "strip" | "strip-last-octet" => Ok(IpPolicy::Truncate),
+            "drop" => Ok(IpPolicy::Drop),
+            other => Err(format!(
+                "unknown IP policy {other:?}; expected keep, truncate or drop"
+            )),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn user_agents_map_to_browser_os_and_device() {
+        let cases = [
+            (
+                "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
+                Some("Chrome"),
+                Some("Windows 10"),
+                "desktop",
+                false,
+            ),
+            (
+                "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Mobile/15E148 Safari/604.1",
+                Some("Safari"),
+                Some("iPhone"),
+                "mobile",
+                false,
+            ),
+            (
+                "Mozilla/5.0 (iPad; CPU OS 16_6 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/16.6 Mobile/15E148 Safari/604.1",
+                Some("Safari"),
+                Some("iPad"),
+                "tablet",
+                false,
+            ),
+            (
+                "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+                Some("Googlebot"),
+                None,
+                "bot",
+                true,
+            ),
+        ];
+        for (ua, browser, os, device, bot) in cases {
+            let info = user_agent(ua);
+            assert_eq!(info.browser.as_deref(), browser, "{ua}");
+            assert_eq!(info.os.as_deref(), os, "{ua}");
+            assert_eq!(info.device_type, device, "{ua}");
+            assert_eq!(info.is_bot, bot, "{ua}");
+        }
+        assert!(user_agent("curl/8.5.0").is_bot);
+        assert!(Arc::ptr_eq(
+            &user_agent("curl/8.5.0"),
+            &user_agent("curl/8.5.0")
+        ));
+    }
+
+    #[test]
+    fn ip_policies() {
+        assert_eq!(
+            IpPolicy::Keep.apply("203.0.113.9").as_deref(),
+            Some("203.0.113.9")
+        );
+        assert_eq!(
+            IpPolicy::Truncate.apply("203.0.113.9").as_deref(),
+            Some("203.0.113.0")
+        );
+        assert_eq!(
+            IpPolicy::Truncate.apply("2001:db8:1:2:3:4:5:6").as_deref(),
+            Some("2001:db8:1::")
+        );
+        assert_eq!(IpPolicy::Truncate.apply("not an ip"), None);
+        assert_eq!(IpPolicy::Drop.apply("203.0.113.9"), None);
+        for policy in [IpPolicy::Keep, IpPolicy::Truncate, IpPolicy::Drop] {
+            assert_eq!(IpPolicy::from_code(policy.code()), Some(policy));
+        }
+    }
 
     #[test]
     fn derives_path_host_and_utm() {

@@ -10,17 +10,20 @@
 //! inputs, so replaying a WAL record after a crash yields the very rows that were acknowledged,
 //! generated message ids included.
 //!
-//! Main types: [`Endpoint`] (which Segment call the body came from), [`RequestMeta`],
+//! Main types: [`Endpoint`] (which Segment call, or PostHog, the body came from), [`RequestMeta`],
 //! [`segment::decode`], [`builder::EventBatchBuilder`], [`Event`].
 
 pub mod builder;
-mod enrich;
+pub mod enrich;
 mod error;
+mod lzstring;
+pub mod posthog;
 pub mod schema;
 pub mod segment;
 mod time;
 
 pub use builder::{EventBatchBuilder, to_record_batch};
+pub use enrich::IpPolicy;
 pub use error::{DecodeError, Result};
 pub use segment::{Endpoint, Event, EventType, RequestMeta, decode, decode_stored};
 

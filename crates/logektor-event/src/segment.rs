@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use crate::enrich;
+use crate::enrich::{self, IpPolicy};
 use crate::error::{DecodeError, Result};
 use crate::time::{MAX_MICROS, MIN_MICROS, micros_to_days, parse_iso8601_micros};
 use crate::{MAX_BATCH_BYTES, MAX_EVENT_BYTES};
@@ -20,6 +20,9 @@ use crate::{MAX_BATCH_BYTES, MAX_EVENT_BYTES};
 pub enum Endpoint {
     Batch,
     Single(EventType),
+    /// PostHog's capture API (`/e`, `/batch`, `/capture`, `/i/v0/e`); the stored body is the
+    /// JSON after any compression and form encoding were undone.
+    PostHog,
 }
 
 impl Endpoint {
@@ -28,12 +31,14 @@ impl Endpoint {
         match self {
             Endpoint::Batch => 0,
             Endpoint::Single(kind) => 1 + kind as u8,
+            Endpoint::PostHog => 16,
         }
     }
 
     pub fn from_code(code: u8) -> Option<Self> {
         match code {
             0 => Some(Endpoint::Batch),
+            16 => Some(Endpoint::PostHog),
             _ => EventType::ALL
                 .get(usize::from(code) - 1)
                 .copied()
@@ -44,7 +49,7 @@ impl Endpoint {
     /// Largest body this endpoint accepts, after decompression.
     pub fn max_body_bytes(self) -> usize {
         match self {
-            Endpoint::Batch => MAX_BATCH_BYTES,
+            Endpoint::Batch | Endpoint::PostHog => MAX_BATCH_BYTES,
             Endpoint::Single(_) => MAX_EVENT_BYTES,
         }
     }
@@ -96,10 +101,35 @@ pub struct RequestMeta {
     pub received_at_micros: i64,
     /// The source the write key belongs to.
     pub source: String,
-    /// The client's IP address as seen by the server, if known.
+    /// The client's IP address as seen by the server (socket or trusted proxy header), with
+    /// the source's IP policy already applied.
     pub client_ip: Option<String>,
     /// Random id of the request; message ids for events that lack one derive from it.
     pub request_id: u128,
+    /// The request's `User-Agent` header: the client's user agent when an event names none
+    /// (browsers' beacons and pixels do not).
+    pub user_agent: Option<String>,
+    /// The source's IP policy, applied to IPs the events carry themselves (`context.ip`).
+    pub ip_policy: IpPolicy,
+    /// The cookieless visitor id, for sources that enable it: the anonymous id of events that
+    /// carry neither a user id nor an anonymous id. Computed at receive time (its salt changes
+    /// daily), so it is stored rather than recomputed on replay.
+    pub visitor_id: Option<String>,
+}
+
+impl RequestMeta {
+    /// Metadata with only the essentials; the rest at its defaults.
+    pub fn new(received_at_micros: i64, source: impl Into<String>, request_id: u128) -> Self {
+        Self {
+            received_at_micros,
+            source: source.into(),
+            client_ip: None,
+            request_id,
+            user_agent: None,
+            ip_policy: IpPolicy::Keep,
+            visitor_id: None,
+        }
+    }
 }
 
 /// One canonical event: a row of the `events` table before it becomes Arrow.
@@ -152,17 +182,37 @@ struct BatchEnvelope<'a> {
 /// event. Separate from [`ParsedBody::into_events`] so the caller can authenticate with a
 /// `writeKey` from the body before the events are built for that source.
 pub struct ParsedBody {
-    events: Vec<(String, Map<String, Value>)>,
-    implied_type: Option<EventType>,
-    batch_context: Option<Map<String, Value>>,
-    batch_sent_at: Option<Value>,
-    write_key: Option<String>,
+    pub(crate) events: Vec<RawEvent>,
+    pub(crate) implied_type: Option<EventType>,
+    pub(crate) batch_context: Option<Map<String, Value>>,
+    pub(crate) batch_sent_at: Option<Value>,
+    pub(crate) write_key: Option<String>,
+}
+
+/// One event of a body in Segment's shape, not yet validated.
+pub(crate) struct RawEvent {
+    /// Where it sits in the body, for error messages (`batch[3]`).
+    pub location: String,
+    pub object: Map<String, Value>,
+    /// PostHog's `offset`: the event happened this many milliseconds before it was received.
+    pub offset_ms: Option<i64>,
+}
+
+impl RawEvent {
+    pub(crate) fn new(location: String, object: Map<String, Value>) -> Self {
+        Self {
+            location,
+            object,
+            offset_ms: None,
+        }
+    }
 }
 
 impl ParsedBody {
     pub fn parse(endpoint: Endpoint, body: &[u8]) -> Result<Self> {
         match endpoint {
             Endpoint::Batch => Self::parse_batch(body),
+            Endpoint::PostHog => crate::posthog::parse(body),
             Endpoint::Single(kind) => {
                 if body.len() > MAX_EVENT_BYTES {
                     return Err(DecodeError::EventTooLarge {
@@ -174,7 +224,7 @@ impl ParsedBody {
                 let object = parse_object(body, kind.as_str())?;
                 let write_key = string_field(&object, "writeKey", "body")?;
                 Ok(Self {
-                    events: vec![(kind.as_str().to_owned(), object)],
+                    events: vec![RawEvent::new(kind.as_str().to_owned(), object)],
                     implied_type: Some(kind),
                     batch_context: None,
                     batch_sent_at: None,
@@ -205,7 +255,7 @@ impl ParsedBody {
                 });
             }
             let object = parse_object(text.as_bytes(), &location)?;
-            events.push((location, object));
+            events.push(RawEvent::new(location, object));
         }
         let batch_context = match envelope.context {
             None | Some(Value::Null) => None,
@@ -254,12 +304,11 @@ impl ParsedBody {
     pub fn into_events(self, meta: &RequestMeta) -> Result<Vec<Event>> {
         let batch_sent_at = optional_timestamp(self.batch_sent_at.as_ref(), "body", "sentAt")?;
         let mut out = Vec::with_capacity(self.events.len());
-        for (index, (location, object)) in self.events.into_iter().enumerate() {
+        for (index, raw) in self.events.into_iter().enumerate() {
             out.push(build_event(
                 meta,
                 index,
-                &location,
-                object,
+                raw,
                 self.implied_type,
                 self.batch_context.as_ref(),
                 batch_sent_at,
@@ -295,7 +344,14 @@ pub fn decode_stored(meta: &RequestMeta, location: &str, message: &[u8]) -> Resu
             object.remove("sentAt");
         }
     }
-    build_event(&meta, 0, location, object, None, None, None)
+    build_event(
+        &meta,
+        0,
+        RawEvent::new(location.to_owned(), object),
+        None,
+        None,
+        None,
+    )
 }
 
 fn parse_object(bytes: &[u8], location: &str) -> Result<Map<String, Value>> {
@@ -374,12 +430,17 @@ fn nested_str(object: Option<&Map<String, Value>>, key: &str) -> Option<String> 
 fn build_event(
     meta: &RequestMeta,
     index: usize,
-    location: &str,
-    object: Map<String, Value>,
+    raw: RawEvent,
     implied_type: Option<EventType>,
     batch_context: Option<&Map<String, Value>>,
     batch_sent_at: Option<i64>,
 ) -> Result<Event> {
+    let RawEvent {
+        location,
+        object,
+        offset_ms,
+    } = raw;
+    let location = location.as_str();
     let kind = match implied_type {
         Some(kind) => kind,
         None => match object.get("type") {
@@ -399,7 +460,10 @@ fn build_event(
     };
 
     let user_id = string_field(&object, "userId", location)?;
-    let anonymous_id = string_field(&object, "anonymousId", location)?;
+    let mut anonymous_id = string_field(&object, "anonymousId", location)?;
+    if user_id.is_none() && anonymous_id.is_none() {
+        anonymous_id = meta.visitor_id.clone();
+    }
     if user_id.is_none() && anonymous_id.is_none() {
         return Err(DecodeError::invalid(
             location,
@@ -446,11 +510,13 @@ fn build_event(
     // Clock-skew correction: the client's clock is off by (sent_at - received_at), so shift the
     // event time by the same amount. Without a client timestamp the receive time is the best
     // estimate of when the event happened.
-    let timestamp = match (client_timestamp, sent_at) {
+    let timestamp = match (client_timestamp, sent_at, offset_ms) {
         // Both inputs are range-checked, so this cannot overflow; the result is checked again.
-        (Some(ts), Some(sent)) => meta.received_at_micros - (sent - ts),
-        (Some(ts), None) => ts,
-        (None, _) => meta.received_at_micros,
+        (Some(ts), Some(sent), _) => meta.received_at_micros - (sent - ts),
+        (Some(ts), None, _) => ts,
+        // PostHog's offset is relative to the receive time already; it is capped when parsed.
+        (None, _, Some(offset)) => meta.received_at_micros - offset * 1000,
+        (None, _, None) => meta.received_at_micros,
     };
     if !(MIN_MICROS..=MAX_MICROS).contains(&timestamp) {
         return Err(DecodeError::invalid(
@@ -465,7 +531,7 @@ fn build_event(
     object_field(&object, "integrations", location)?;
 
     // Batch-level context is the default for every event; keys the event sets win.
-    let context: Option<Map<String, Value>> = match (batch_context, event_context) {
+    let mut context: Option<Map<String, Value>> = match (batch_context, event_context) {
         (None, None) => None,
         (Some(base), None) => Some(base.clone()),
         (None, Some(own)) => Some(own.clone()),
@@ -475,6 +541,18 @@ fn build_event(
             Some(merged)
         }
     };
+    // The IP policy covers addresses the client reports itself (server-side SDKs forward their
+    // visitor's), and the copy inside the stored context.
+    let ip = nested_str(context.as_ref(), "ip").or_else(|| meta.client_ip.clone());
+    let ip = ip.and_then(|ip| meta.ip_policy.apply(&ip));
+    if let Some(context) = context.as_mut()
+        && context.contains_key("ip")
+    {
+        match &ip {
+            Some(kept) => context.insert("ip".into(), Value::String(kept.clone())),
+            None => context.remove("ip"),
+        };
+    }
     let context_ref = context.as_ref();
     let page = context_ref
         .and_then(|c| c.get("page"))
@@ -511,7 +589,8 @@ fn build_event(
         }
     }
 
-    let ip = nested_str(context_ref, "ip").or_else(|| meta.client_ip.clone());
+    let user_agent = nested_str(context_ref, "userAgent").or_else(|| meta.user_agent.clone());
+    let agent = user_agent.as_deref().map(enrich::user_agent);
     let to_json = |map: Option<&Map<String, Value>>| {
         map.map(|m| serde_json::to_string(m).expect("a JSON map always serializes"))
     };
@@ -535,11 +614,11 @@ fn build_event(
         page_referrer,
         referrer_host,
         utm,
-        user_agent: nested_str(context_ref, "userAgent"),
-        browser: None,
-        os: None,
-        device_type: None,
-        is_bot: None,
+        browser: agent.as_ref().and_then(|a| a.browser.clone()),
+        os: agent.as_ref().and_then(|a| a.os.clone()),
+        device_type: agent.as_ref().map(|a| a.device_type.to_owned()),
+        is_bot: agent.as_ref().map(|a| a.is_bot),
+        user_agent,
         ip,
         locale: nested_str(context_ref, "locale"),
         properties: to_json(properties),
@@ -561,10 +640,9 @@ mod tests {
 
     fn meta() -> RequestMeta {
         RequestMeta {
-            received_at_micros: 1_704_164_645_000_000, // 2024-01-02T03:04:05Z
-            source: "web".into(),
             client_ip: Some("192.0.2.7".into()),
-            request_id: 42,
+            // 2024-01-02T03:04:05Z
+            ..RequestMeta::new(1_704_164_645_000_000, "web", 42)
         }
     }
 

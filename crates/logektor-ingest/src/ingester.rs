@@ -13,8 +13,15 @@ use tokio::sync::{Mutex, Notify, watch};
 use tracing::{error, info, warn};
 
 use crate::buffer::Buffer;
+use crate::dedup::{Dedup, DedupConfig};
 use crate::maintenance::MaintenanceConfig;
 use crate::record::IngestRecord;
+
+fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
 
 /// When the buffer is written to the table.
 #[derive(Debug, Clone)]
@@ -50,6 +57,7 @@ pub struct IngestConfig {
     /// This writer's name in the table's application transactions; stable across restarts.
     pub app_id: String,
     pub maintenance: MaintenanceConfig,
+    pub dedup: DedupConfig,
 }
 
 /// Why an ingest request was not accepted.
@@ -72,6 +80,7 @@ pub struct Ingester {
     table: Mutex<WriterTable>,
     flush: FlushConfig,
     wake_flusher: Notify,
+    dedup: Dedup,
     pub(crate) location: TableLocation,
     pub(crate) maintenance: MaintenanceConfig,
     /// Held while this process compacts.
@@ -87,6 +96,23 @@ impl Ingester {
         let sink = Arc::clone(&buffer);
         let (wal, replay) =
             Wal::open(config.wal.clone(), committed, move |items| sink.push(items))?;
+        // The dedup window, rebuilt: first what the table holds, then the WAL records on top.
+        let dedup = Dedup::new(config.dedup);
+        let dedup_config = dedup.config();
+        let mut remembered = 0;
+        if dedup_config.capacity > 0 {
+            let since = now_micros()
+                .saturating_sub(i64::try_from(dedup_config.window.as_micros()).unwrap_or(i64::MAX));
+            let recent = table
+                .snapshot()
+                .recent_message_ids(since, dedup_config.capacity)
+                .await?;
+            remembered = recent.len();
+            let mut state = dedup.lock();
+            for (source, id, received_at) in recent {
+                dedup.insert_known(&mut state, dedup.key(&source, &id), received_at);
+            }
+        }
         let replayed = replay.len();
         let mut replay_rows = 0;
         for record in replay {
@@ -95,12 +121,28 @@ impl Ingester {
                     seq: record.seq,
                     reason,
                 })?;
-            let events = decode(&ingest.meta, ingest.endpoint, &ingest.body).map_err(|err| {
-                OpenError::Replay {
-                    seq: record.seq,
-                    reason: err.to_string(),
+            let mut events =
+                decode(&ingest.meta, ingest.endpoint, &ingest.body).map_err(|err| {
+                    OpenError::Replay {
+                        seq: record.seq,
+                        reason: err.to_string(),
+                    }
+                })?;
+            if !ingest.skip.is_empty() {
+                events = events
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(index, _)| !ingest.skip.contains(&(*index as u32)))
+                    .map(|(_, event)| event)
+                    .collect();
+            }
+            {
+                let mut state = dedup.lock();
+                for event in &events {
+                    let key = dedup.key(&event.source, &event.message_id);
+                    dedup.insert_known(&mut state, key, event.received_at);
                 }
-            })?;
+            }
             replay_rows += events.len();
             buffer.push([(record.seq, to_record_batch(&events))]);
         }
@@ -109,6 +151,7 @@ impl Ingester {
             table_version = ?table.version(),
             replayed_records = replayed,
             replayed_events = replay_rows,
+            dedup_ids_from_table = remembered,
             "ingest opened"
         );
         Ok(Arc::new(Self {
@@ -120,6 +163,7 @@ impl Ingester {
             }),
             flush: config.flush,
             wake_flusher: Notify::new(),
+            dedup,
             location: config.table,
             maintenance: config.maintenance,
             compaction_lock: Mutex::new(()),
@@ -140,8 +184,10 @@ impl Ingester {
         Ok(ParsedBody::parse(endpoint, body)?)
     }
 
-    /// Validates and stores one request. Returns the number of events once they are durable
-    /// and visible to queries. Nothing is stored if any event is invalid.
+    /// Validates and stores one request. Returns the number of events stored once they are
+    /// durable and visible to queries; events whose message id was already accepted (see
+    /// [`crate::dedup`]) are acknowledged without being stored again. Nothing is stored if any
+    /// event is invalid.
     pub async fn ingest(
         &self,
         meta: RequestMeta,
@@ -157,15 +203,47 @@ impl Ingester {
             });
         }
         let events = parsed.into_events(&meta)?;
-        let count = events.len();
-        let batch = to_record_batch(&events);
-        let payload = IngestRecord {
+        let keys: Vec<u64> = events
+            .iter()
+            .map(|event| self.dedup.key(&event.source, &event.message_id))
+            .collect();
+        // The common case (no duplicate) does all encoding before taking the dedup lock.
+        let mut batch = to_record_batch(&events);
+        let mut record = IngestRecord {
             meta,
             endpoint,
+            skip: Vec::new(),
             body,
+        };
+        let mut payload = record.encode();
+        let (pending, skip) = {
+            let mut state = self.dedup.lock();
+            let skip =
+                self.dedup
+                    .check_and_insert(&mut state, &keys, record.meta.received_at_micros);
+            if !skip.is_empty() {
+                let kept: Vec<_> = events
+                    .iter()
+                    .enumerate()
+                    .filter(|(index, _)| !skip.contains(&(*index as u32)))
+                    .map(|(_, event)| event.clone())
+                    .collect();
+                batch = to_record_batch(&kept);
+                record.skip = skip.clone();
+                payload = record.encode();
+            }
+            // Enqueued under the lock: the WAL order matches the order of dedup decisions.
+            (self.wal.enqueue(payload, batch), skip)
+        };
+        let count = events.len() - skip.len();
+        let appended = match pending {
+            Ok(pending) => pending.wait().await,
+            Err(err) => Err(err),
+        };
+        if let Err(err) = appended {
+            self.dedup.forget(&keys, &skip);
+            return Err(err.into());
         }
-        .encode();
-        self.wal.append(payload, batch).await?;
         let stats = self.buffer.stats();
         if stats.rows >= self.flush.max_rows || stats.bytes >= self.flush.max_bytes {
             self.wake_flusher.notify_one();

@@ -19,10 +19,12 @@
 //! once (the buffer hides every batch whose sequence the visible snapshot already holds).
 
 pub mod buffer;
+pub mod dedup;
 mod ingester;
 pub mod maintenance;
 pub mod record;
 
 pub use buffer::{Buffer, BufferStats};
+pub use dedup::DedupConfig;
 pub use ingester::{FlushConfig, IngestConfig, IngestError, Ingester, OpenError};
 pub use maintenance::MaintenanceConfig;

@@ -167,6 +167,58 @@ pub struct ServeArgs {
     #[arg(long = "retention", env = "LOGEKTOR_RETENTION", value_delimiter = ',', value_parser = parse_retention)]
     pub retention: Vec<RetentionArg>,
 
+    /// Duplicates of a message id (per source) are dropped when the first copy arrived within
+    /// this window...
+    #[arg(long, env = "LOGEKTOR_DEDUP_WINDOW", default_value = "24h", value_parser = parse_duration)]
+    pub dedup_window: Duration,
+
+    /// ...and is among this many most recent events (0 turns deduplication off). Each id
+    /// remembered costs about 40 bytes.
+    #[arg(long, env = "LOGEKTOR_DEDUP_CAPACITY", default_value_t = 1_000_000)]
+    pub dedup_capacity: usize,
+
+    /// What is stored of client IPs: keep, truncate (IPv4 last octet zeroed, IPv6 cut to /48)
+    /// or drop; POLICY for every source or SOURCE=POLICY (repeatable).
+    #[arg(long = "ip-policy", env = "LOGEKTOR_IP_POLICY", value_delimiter = ',')]
+    pub ip_policies: Vec<String>,
+
+    /// Give events without user or anonymous id of this source a cookieless visitor id (a
+    /// keyed hash of a daily salt, IP, user agent and source); `*` for every source
+    /// (repeatable).
+    #[arg(
+        long = "cookieless",
+        env = "LOGEKTOR_COOKIELESS",
+        value_delimiter = ','
+    )]
+    pub cookieless: Vec<String>,
+
+    /// Store nothing from requests of this source that carry `DNT: 1` or `Sec-GPC: 1` (they
+    /// are still answered 200); `*` for every source (repeatable).
+    #[arg(
+        long = "respect-dnt",
+        env = "LOGEKTOR_RESPECT_DNT",
+        value_delimiter = ','
+    )]
+    pub respect_dnt: Vec<String>,
+
+    /// Only browsers on this origin may send events for the source: SOURCE=ORIGIN, e.g.
+    /// `web=https://shop.example` (repeatable). Sources without any accept every origin.
+    #[arg(
+        long = "allowed-origin",
+        env = "LOGEKTOR_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub allowed_origins: Vec<String>,
+
+    /// A proxy (address or CIDR range) whose `X-Forwarded-For` header names the client
+    /// (repeatable). Without any, the client is the connection's peer.
+    #[arg(
+        long = "trusted-proxy",
+        env = "LOGEKTOR_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
+    pub trusted_proxies: Vec<String>,
+
     /// Threads for Parquet encoding and SQL (0 = one per core).
     #[arg(long, env = "LOGEKTOR_COMPUTE_THREADS", default_value_t = 0)]
     pub compute_threads: usize,

@@ -290,14 +290,9 @@ impl RecordReader {
                 }
                 Ok(Self::Ndjson {
                     lines,
-                    meta: RequestMeta {
-                        received_at_micros: now_micros(),
-                        source: options.source.clone(),
-                        client_ip: None,
-                        // Generated message ids derive from the file and line, so a resumed or
-                        // repeated import generates the same ones (and dedup catches them).
-                        request_id: file_id.as_u128(),
-                    },
+                    // Generated message ids derive from the file and line, so a resumed or
+                    // repeated import generates the same ones (and dedup catches them).
+                    meta: RequestMeta::new(now_micros(), options.source.clone(), file_id.as_u128()),
                     next_record: skip,
                     skip_invalid: options.skip_invalid,
                     location: path.display().to_string(),

@@ -17,6 +17,7 @@ pub mod import;
 pub mod keys;
 pub mod offline;
 mod run;
+pub mod sources;
 pub mod units;
 
 pub use run::run;
@@ -39,5 +40,10 @@ pub mod layout {
 
     pub fn node_id_file(data_dir: &Path) -> PathBuf {
         data_dir.join("node_id")
+    }
+
+    /// Today's salt of cookieless visitor ids.
+    pub fn salt_file(data_dir: &Path) -> PathBuf {
+        data_dir.join("visitor_salt.json")
     }
 }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use logektor_ingest::{FlushConfig, IngestConfig, Ingester, MaintenanceConfig};
+use logektor_ingest::{DedupConfig, FlushConfig, IngestConfig, Ingester, MaintenanceConfig};
 use logektor_query::{QueryConfig, QueryEngine};
 use logektor_table::TableLocation;
 use logektor_table::maintenance::CompactionConfig;
@@ -15,6 +15,7 @@ use crate::config::{ServeArgs, retention_rules};
 use crate::http::{AppState, router};
 use crate::keys::{self, Keys};
 use crate::layout;
+use crate::sources::{Salts, SourcePolicies};
 
 /// How long shutdown waits for in-flight requests before flushing anyway. A request still
 /// running after that is either acknowledged (then its events are in the WAL and replayed on the
@@ -60,6 +61,14 @@ async fn serve(
         args.admin_tokens.clone(),
     )?;
     let node_id = keys::node_id(&args.data_dir)?;
+    let sources = SourcePolicies::from_args(
+        &args.ip_policies,
+        &args.cookieless,
+        &args.respect_dnt,
+        &args.allowed_origins,
+        &args.trusted_proxies,
+    )
+    .map_err(|err| anyhow::anyhow!(err))?;
     info!(
         data_dir = %args.data_dir.display(),
         listen = %args.listen,
@@ -103,6 +112,10 @@ async fn serve(
             vacuum_grace: args.vacuum_grace,
             retention: retention_rules(&args.retention),
         },
+        dedup: DedupConfig {
+            window: args.dedup_window,
+            capacity: args.dedup_capacity,
+        },
     };
     let ingester = compute
         .spawn(Ingester::open(config))
@@ -128,6 +141,8 @@ async fn serve(
         keys,
         compute: compute.clone(),
         vacuum_grace: args.vacuum_grace,
+        sources,
+        salts: Salts::new(layout::salt_file(&args.data_dir)),
     });
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

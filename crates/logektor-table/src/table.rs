@@ -325,6 +325,56 @@ impl TableSnapshot {
         Ok(Some(table.table_provider().await?))
     }
 
+    /// `(source, message_id, received_at)` of the rows received at or after `since_micros`,
+    /// newest last, at most `limit` of them (the newest). Files whose `received_at` statistics
+    /// lie wholly before `since_micros` are not read. Feeds the ingest dedup window on start.
+    pub async fn recent_message_ids(
+        &self,
+        since_micros: i64,
+        limit: usize,
+    ) -> Result<Vec<(String, String, i64)>> {
+        use datafusion::prelude::{SessionContext, col, lit};
+        use datafusion::scalar::ScalarValue;
+
+        let ctx = SessionContext::new();
+        let Some(provider) = self.provider(&ctx.state()).await? else {
+            return Ok(Vec::new());
+        };
+        let since = lit(ScalarValue::TimestampMicrosecond(
+            Some(since_micros),
+            Some("UTC".into()),
+        ));
+        let batches = ctx
+            .read_table(provider)?
+            .filter(col("received_at").gt_eq(since))?
+            .select_columns(&["source", "message_id", "received_at"])?
+            .sort(vec![col("received_at").sort(false, false)])?
+            .limit(0, Some(limit))?
+            .collect()
+            .await?;
+        let mut out = Vec::new();
+        for batch in &batches {
+            use arrow::array::AsArray;
+            use arrow::compute::cast;
+            use arrow::datatypes::{DataType, Int64Type};
+            // Scans may hand back string views or dictionaries; normalise.
+            let source = cast(batch.column(0), &DataType::Utf8)?;
+            let id = cast(batch.column(1), &DataType::Utf8)?;
+            let received = cast(batch.column(2), &DataType::Int64)?;
+            let (source, id) = (source.as_string::<i32>(), id.as_string::<i32>());
+            let received = received.as_primitive::<Int64Type>();
+            for row in 0..batch.num_rows() {
+                out.push((
+                    source.value(row).to_owned(),
+                    id.value(row).to_owned(),
+                    received.value(row),
+                ));
+            }
+        }
+        out.reverse();
+        Ok(out)
+    }
+
     /// The Arrow schema of the table's data as DataFusion sees it.
     pub fn canonical_schema() -> Arc<Schema> {
         events_schema()
@@ -342,12 +392,7 @@ mod tests {
             .map(|i| format!(r#"{{"type":"track","event":"e{}","userId":"u{i}","timestamp":"2024-03-0{}T10:00:00Z"}}"#, i % 3, 1 + i % 2))
             .collect();
         let body = format!(r#"{{"batch":[{}]}}"#, events.join(","));
-        let meta = RequestMeta {
-            received_at_micros: 1_709_290_000_000_000,
-            source: "web".into(),
-            client_ip: None,
-            request_id: 1,
-        };
+        let meta = RequestMeta::new(1_709_290_000_000_000, "web", 1);
         to_record_batch(&decode(&meta, Endpoint::Batch, body.as_bytes()).unwrap())
     }
 

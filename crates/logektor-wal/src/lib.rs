@@ -24,7 +24,7 @@ mod writer;
 use std::path::{Path, PathBuf};
 
 pub use segment::{Record, read_dir_records};
-pub use writer::{Wal, WalConfig, WalStats};
+pub use writer::{Pending, Wal, WalConfig, WalStats};
 
 /// Errors of the write-ahead log.
 #[derive(Debug, thiserror::Error)]

@@ -45,6 +45,19 @@ pub struct WalStats {
 
 type Reply = oneshot::Sender<Result<u64>>;
 
+/// An enqueued append; [`Pending::wait`] resolves to its sequence number once it is fsync'd
+/// and its item has been applied.
+#[must_use = "an append is acknowledged only after wait() resolves"]
+pub struct Pending {
+    receiver: oneshot::Receiver<Result<u64>>,
+}
+
+impl Pending {
+    pub async fn wait(self) -> Result<u64> {
+        self.receiver.await.map_err(|_| Error::Closed)?
+    }
+}
+
 enum Command<T> {
     Append {
         payload: Vec<u8>,
@@ -166,6 +179,13 @@ impl<T: Send + 'static> Wal<T> {
     /// Appends one record; resolves to its sequence number once it is fsync'd and its item has
     /// been applied.
     pub async fn append(&self, payload: Vec<u8>, item: T) -> Result<u64> {
+        self.enqueue(payload, item)?.wait().await
+    }
+
+    /// Hands one record to the writer without waiting: records enqueued one after another get
+    /// increasing sequence numbers, so a caller that enqueues under its own lock knows the WAL
+    /// order matches its order. Await [`Pending::wait`] for durability.
+    pub fn enqueue(&self, payload: Vec<u8>, item: T) -> Result<Pending> {
         if let Some(reason) = self.failure.lock().expect("wal failure lock").clone() {
             return Err(Error::Failed(reason));
         }
@@ -179,7 +199,7 @@ impl<T: Send + 'static> Wal<T> {
                 reply,
             })
             .map_err(|_| Error::Closed)?;
-        receiver.await.map_err(|_| Error::Closed)?
+        Ok(Pending { receiver })
     }
 
     /// Deletes every closed segment whose records all have sequence numbers `<= seq`.

@@ -1,4 +1,7 @@
-//! Segment's tracking API: `POST /v1/{batch,track,page,screen,identify,group,alias}`.
+//! Segment's tracking API (`POST /v1/{batch,track,page,screen,identify,group,alias}` and the
+//! short forms analytics.js uses, `/v1/{b,t,p,s,i,g,a}`), and what every ingest route shares:
+//! body limits and decompression, write-key lookup, and the request metadata (client IP after
+//! the source's policy, user agent, cookieless id, Do-Not-Track, allowed origins).
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -17,10 +20,17 @@ use serde_json::{Value, json};
 use super::{ApiError, AppState};
 
 fn endpoint_for(call: &str) -> Option<Endpoint> {
-    match call {
-        "batch" | "import" => Some(Endpoint::Batch),
-        other => EventType::parse(other).map(Endpoint::Single),
-    }
+    let kind = match call {
+        "batch" | "import" | "b" => return Some(Endpoint::Batch),
+        "t" => EventType::Track,
+        "p" => EventType::Page,
+        "s" => EventType::Screen,
+        "i" => EventType::Identify,
+        "g" => EventType::Group,
+        "a" => EventType::Alias,
+        other => EventType::parse(other)?,
+    };
+    Some(Endpoint::Single(kind))
 }
 
 pub(super) async fn segment(
@@ -62,20 +72,16 @@ pub(super) async fn segment(
             resolve_source(&state, key)?
         }
     };
-    let meta = RequestMeta {
-        received_at_micros: now_micros(),
-        source,
-        client_ip: Some(peer.ip().to_string()),
-        request_id: rand::random(),
-    };
-    state
-        .ingester
-        .ingest(meta, endpoint, parsed, body.to_vec())
-        .await?;
+    if let Some(meta) = request_meta(&state, source, &headers, peer)? {
+        state
+            .ingester
+            .ingest(meta, endpoint, parsed, body.to_vec())
+            .await?;
+    }
     Ok(Json(json!({"success": true})))
 }
 
-fn resolve_source(state: &AppState, key: &str) -> Result<String, ApiError> {
+pub(super) fn resolve_source(state: &AppState, key: &str) -> Result<String, ApiError> {
     state
         .keys
         .source_for(key)
@@ -83,10 +89,63 @@ fn resolve_source(state: &AppState, key: &str) -> Result<String, ApiError> {
         .ok_or_else(|| ApiError::unauthorized("unknown write key"))
 }
 
-fn now_micros() -> i64 {
+pub(super) fn now_micros() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as i64)
+}
+
+/// What the server observed about a request for `source`, after the source's policies; `None`
+/// when the source honours Do-Not-Track and the request asks for it (answer as usual, store
+/// nothing). A browser origin the source does not allow is a 403.
+pub(super) fn request_meta(
+    state: &AppState,
+    source: String,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+) -> Result<Option<RequestMeta>, ApiError> {
+    let policy = state.sources.policy(&source);
+    if let Some(allowed) = &policy.allowed_origins
+        && let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok())
+        && !allowed.iter().any(|o| o == origin.trim_end_matches('/'))
+    {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "origin_not_allowed",
+            format!("origin {origin:?} may not send events for this source"),
+        ));
+    }
+    let flag = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim() == "1")
+    };
+    if policy.respect_dnt && (flag("dnt") || flag("sec-gpc")) {
+        return Ok(None);
+    }
+    let received_at = now_micros();
+    let ip = state.sources.client_ip(peer, headers);
+    let user_agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned);
+    let visitor_id = policy.cookieless.then(|| {
+        state.salts.visitor_id(
+            received_at,
+            &source,
+            ip,
+            user_agent.as_deref().unwrap_or(""),
+        )
+    });
+    Ok(Some(RequestMeta {
+        client_ip: policy.ip_policy.apply(&ip.to_string()),
+        user_agent,
+        ip_policy: policy.ip_policy,
+        visitor_id,
+        ..RequestMeta::new(received_at, source, rand::random())
+    }))
 }
 
 /// Reads the body up to `limit` bytes; more is a 413.
@@ -112,33 +171,39 @@ const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Undoes `Content-Encoding: gzip`, refusing output beyond `limit` bytes without inflating
 /// more than `limit + 1` bytes (a small bomb never becomes a large allocation).
-fn decode_content(headers: &HeaderMap, raw: Bytes, limit: usize) -> Result<Bytes, ApiError> {
+pub(super) fn decode_content(
+    headers: &HeaderMap,
+    raw: Bytes,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
     let encoding = headers
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
         .map(|v| v.trim().to_ascii_lowercase());
     match encoding.as_deref() {
         None | Some("") | Some("identity") => Ok(raw),
-        Some("gzip") | Some("x-gzip") => {
-            let mut decoder =
-                flate2::read::MultiGzDecoder::new(raw.as_ref()).take(limit as u64 + 1);
-            let mut out = Vec::with_capacity(raw.len() * 4);
-            decoder.read_to_end(&mut out).map_err(|err| {
-                ApiError::bad_request("invalid_encoding", format!("body is not valid gzip: {err}"))
-            })?;
-            if out.len() > limit {
-                return Err(ApiError::too_large(format!(
-                    "decompressed body is larger than the limit of {limit} bytes"
-                )));
-            }
-            Ok(Bytes::from(out))
-        }
+        Some("gzip") | Some("x-gzip") => gunzip(&raw, limit),
         Some(other) => Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_encoding",
             format!("unsupported Content-Encoding {other:?}; send gzip or no encoding"),
         )),
     }
+}
+
+/// Inflates a gzip body of at most `limit` bytes, reading no more than `limit + 1`.
+pub(super) fn gunzip(raw: &[u8], limit: usize) -> Result<Bytes, ApiError> {
+    let mut decoder = flate2::read::MultiGzDecoder::new(raw).take(limit as u64 + 1);
+    let mut out = Vec::with_capacity((raw.len() * 4).min(limit + 1));
+    decoder.read_to_end(&mut out).map_err(|err| {
+        ApiError::bad_request("invalid_encoding", format!("body is not valid gzip: {err}"))
+    })?;
+    if out.len() > limit {
+        return Err(ApiError::too_large(format!(
+            "decompressed body is larger than the limit of {limit} bytes"
+        )));
+    }
+    Ok(Bytes::from(out))
 }
 
 /// The write key from `Authorization: Basic base64(key:)` or `X-Write-Key`.

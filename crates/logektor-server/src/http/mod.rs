@@ -1,23 +1,27 @@
 //! The HTTP API: routes, shared state, and the single mapping from errors to statuses.
 
 mod admin;
+mod browser;
 mod ingest;
+mod posthog;
 mod sql;
 
 use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use logektor_ingest::{IngestError, Ingester};
 use logektor_query::{QueryEngine, QueryError};
 use serde_json::json;
+use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
 use tracing::error;
 
 use crate::keys::Keys;
+use crate::sources::{Salts, SourcePolicies};
 
 /// What every handler shares.
 pub struct AppState {
@@ -28,10 +32,45 @@ pub struct AppState {
     pub compute: tokio::runtime::Handle,
     /// The default grace period of `POST /v1/admin/table/vacuum`.
     pub vacuum_grace: std::time::Duration,
+    /// Per-source IP policy, cookieless ids, Do-Not-Track, allowed origins; trusted proxies.
+    pub sources: SourcePolicies,
+    pub salts: Salts,
 }
 
 /// The whole API.
 pub fn router(state: Arc<AppState>) -> Router {
+    // Routes browsers call from other sites' pages. CORS is granted here only: the read and
+    // admin routes must never answer a cross-site script.
+    let cors = CorsLayer::new()
+        .allow_origin(AllowOrigin::mirror_request())
+        .allow_credentials(true)
+        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_headers(AllowHeaders::mirror_request())
+        .max_age(std::time::Duration::from_secs(86_400));
+    let mut collect = Router::new()
+        .route("/v1/{call}", post(ingest::segment))
+        .route(
+            "/v1/projects/{write_key}/settings",
+            get(browser::segment_settings),
+        )
+        .route("/pixel/v1/{call}", get(browser::pixel))
+        .route("/t.js", get(browser::tracker));
+    for path in ["/e", "/i/v0/e", "/capture", "/batch"] {
+        collect = collect
+            .route(path, get(posthog::capture).post(posthog::capture))
+            .route(
+                &format!("{path}/"),
+                get(posthog::capture).post(posthog::capture),
+            );
+    }
+    for path in ["/decide", "/decide/"] {
+        collect = collect.route(path, get(posthog::decide).post(posthog::decide));
+    }
+    for path in ["/flags", "/flags/"] {
+        collect = collect.route(path, get(posthog::flags).post(posthog::flags));
+    }
+    let collect = collect.layer(cors);
+
     Router::new()
         .route("/health", get(health))
         .route("/v1/sql", post(sql::sql))
@@ -41,7 +80,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/admin/table/checkpoint", post(admin::checkpoint))
         .route("/v1/admin/table/retention", post(admin::retention))
         .route("/v1/admin/forget", post(admin::forget))
-        .route("/v1/{call}", post(ingest::segment))
+        .merge(collect)
         .fallback(not_found)
         // Spans name the path only: query strings may carry a write key.
         .layer(TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
@@ -103,6 +142,14 @@ impl ApiError {
         }
     }
 
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }
@@ -148,6 +195,12 @@ impl From<IngestError> for ApiError {
                 ApiError::unavailable("events could not be made durable; retry later", 5)
             }
         }
+    }
+}
+
+impl From<logektor_event::DecodeError> for ApiError {
+    fn from(err: logektor_event::DecodeError) -> Self {
+        IngestError::Invalid(err).into()
     }
 }
 

@@ -8,10 +8,36 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/logektor-target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
-# The direct-read test uses the Python Delta Lake reader, an independent implementation.
-if ! python3 -c "import deltalake, pyarrow" >/dev/null 2>&1; then
-  echo "installing Python test dependencies (deltalake, pyarrow)"
-  python3 -m pip install --quiet --disable-pip-version-check "deltalake>=1.0" "pyarrow>=14"
+# Debian packages need root; use sudo when not running as root.
+apt_install() {
+  local sudo=""
+  [ "$(id -u)" = 0 ] || sudo=sudo
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get install -y --no-install-recommends "$@" >/dev/null \
+    || { $sudo apt-get update >/dev/null && $sudo apt-get install -y --no-install-recommends "$@" >/dev/null; }
+}
+
+# Python: the Delta Lake reader (an independent implementation) and the real SDKs the
+# compatibility tests drive.
+python_packages=("deltalake>=1.0" "pyarrow>=14" "segment-analytics-python>=2.3" "posthog>=6" "rudder-sdk-python>=2.1")
+if ! python3 -c "import deltalake, pyarrow, segment.analytics, posthog, rudderstack.analytics" >/dev/null 2>&1; then
+  echo "installing Python test dependencies: ${python_packages[*]}"
+  python3 -m pip install --quiet --disable-pip-version-check "${python_packages[@]}"
+fi
+# Node: @segment/analytics-node, posthog-node and playwright-core, pinned by package-lock.json.
+clients=crates/logektor/tests/clients
+if ! command -v node >/dev/null 2>&1; then
+  echo "installing Node.js and npm"
+  apt_install nodejs npm
+fi
+if [ ! -d "$clients/node_modules/playwright-core" ] || [ "$clients/package-lock.json" -nt "$clients/node_modules/.package-lock.json" ]; then
+  echo "installing Node test dependencies (npm ci in $clients)"
+  (cd "$clients" && npm ci --no-audit --no-fund --loglevel=error)
+fi
+# The browser tests run Debian's Chromium headless.
+if [ ! -x /usr/bin/chromium ]; then
+  echo "installing Chromium"
+  apt_install chromium
 fi
 for component in rustfmt clippy; do
   if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then

@@ -13,7 +13,7 @@
 //! | `$pageview` | `type = page`, page fields from `$current_url`, `$pathname`, `title`, `$referrer` |
 //! | `$screen` | `type = screen`, `event = $screen_name` |
 //! | `$identify` | `type = identify`, `user_id = distinct_id`, `anonymous_id = $anon_distinct_id`, `traits = $set` |
-//! | `$create_alias` | `type = alias`, `user_id = distinct_id`, `previous_id = properties.alias` |
+//! | `$create_alias` | `type = alias`, `user_id = properties.alias`, `previous_id = distinct_id` |
 //! | `$groupidentify` | `type = group`, `group_id = $group_key`, `traits = $group_set` |
 //! | anything else | `type = track`, `event` = the name |
 //!
@@ -302,11 +302,7 @@ fn translate(location: String, mut event: Map<String, Value>) -> Result<RawEvent
                 message.insert("name".into(), screen);
             }
         }
-        "alias" => {
-            if let Some(alias) = id_text(properties.get("alias")) {
-                message.insert("previousId".into(), Value::String(alias));
-            }
-        }
+        "alias" => {}
         "group" => {
             if let Some(key) = id_text(properties.get("$group_key")) {
                 message.insert("groupId".into(), Value::String(key));
@@ -317,6 +313,17 @@ fn translate(location: String, mut event: Map<String, Value>) -> Result<RawEvent
         }
         _ => {}
     }
+    // `$create_alias`: `alias` is the id the person goes by from now on, `distinct_id` the one
+    // they had; Segment's alias says the same with userId and previousId.
+    let (user_id, anonymous_id) = if kind == "alias" {
+        let previous = user_id.or(anonymous_id);
+        if let Some(previous) = previous {
+            message.insert("previousId".into(), Value::String(previous));
+        }
+        (id_text(properties.get("alias")), None)
+    } else {
+        (user_id, anonymous_id)
+    };
     if let Some(id) = user_id {
         message.insert("userId".into(), Value::String(id));
     }
@@ -451,7 +458,7 @@ mod tests {
             {"event": "clicked", "distinct_id": "user-9", "properties": {"$device_id": "dev1", "color": "red"}},
             {"event": "$identify", "distinct_id": "user-9",
              "properties": {"$anon_distinct_id": "dev1", "$set": {"email": "a@b.c"}}},
-            {"event": "$create_alias", "distinct_id": "user-9", "properties": {"alias": "old-1"}},
+            {"event": "$create_alias", "distinct_id": "old-1", "properties": {"alias": "user-9"}},
             {"event": "$groupidentify", "distinct_id": "user-9",
              "properties": {"$group_type": "company", "$group_key": "acme", "$group_set": {"size": 5}}},
             {"event": "$screen", "distinct_id": "user-9", "offset": 1500, "properties": {"$screen_name": "Home"}}
@@ -489,6 +496,7 @@ mod tests {
         assert_eq!(identify.traits.as_deref(), Some(r#"{"email":"a@b.c"}"#));
         assert_eq!(events[3].kind, Some(EventType::Alias));
         assert_eq!(events[3].previous_id.as_deref(), Some("old-1"));
+        assert_eq!(events[3].user_id.as_deref(), Some("user-9"));
         assert_eq!(events[4].kind, Some(EventType::Group));
         assert_eq!(events[4].group_id.as_deref(), Some("acme"));
         assert_eq!(events[5].kind, Some(EventType::Screen));

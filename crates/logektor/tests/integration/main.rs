@@ -2,8 +2,10 @@
 //! folder, driven over HTTP. One test binary (it links once), one module per concern.
 
 mod bad_input;
+mod compat;
 mod durability;
 mod ingest_query;
 mod offline;
+mod sdk;
 mod support;
 mod upkeep;

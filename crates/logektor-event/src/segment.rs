@@ -176,6 +176,7 @@ struct BatchEnvelope<'a> {
     sent_at: Option<Value>,
     #[serde(rename = "writeKey")]
     write_key: Option<Value>,
+    integrations: Option<Value>,
 }
 
 /// A request body that parsed as JSON of the right overall shape, not yet validated event by
@@ -257,7 +258,7 @@ impl ParsedBody {
             let object = parse_object(text.as_bytes(), &location)?;
             events.push(RawEvent::new(location, object));
         }
-        let batch_context = match envelope.context {
+        let mut batch_context = match envelope.context {
             None | Some(Value::Null) => None,
             Some(Value::Object(map)) => Some(map),
             Some(_) => {
@@ -267,6 +268,22 @@ impl ParsedBody {
                 ));
             }
         };
+        // Batch-level integrations travel with the batch context, where each event's own
+        // `integrations` are merged over them (see `build_event`).
+        match envelope.integrations {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(map)) => {
+                batch_context
+                    .get_or_insert_with(Map::new)
+                    .insert("integrations".into(), Value::Object(map));
+            }
+            Some(_) => {
+                return Err(DecodeError::invalid(
+                    "body",
+                    "\"integrations\" must be an object",
+                ));
+            }
+        }
         let write_key = match envelope.write_key {
             None | Some(Value::Null) => None,
             Some(Value::String(key)) => Some(key),
@@ -528,7 +545,7 @@ fn build_event(
     let properties = object_field(&object, "properties", location)?;
     let traits = object_field(&object, "traits", location)?;
     let event_context = object_field(&object, "context", location)?;
-    object_field(&object, "integrations", location)?;
+    let integrations = object_field(&object, "integrations", location)?;
 
     // Batch-level context is the default for every event; keys the event sets win.
     let mut context: Option<Map<String, Value>> = match (batch_context, event_context) {
@@ -541,6 +558,17 @@ fn build_event(
             Some(merged)
         }
     };
+    // Which destinations the client asked for: kept in the context as `integrations`, the
+    // event's own keys over the batch's.
+    if let Some(own) = integrations {
+        let context = context.get_or_insert_with(Map::new);
+        let mut merged = match context.remove("integrations") {
+            Some(Value::Object(base)) => base,
+            _ => Map::new(),
+        };
+        merged.extend(own.iter().map(|(k, v)| (k.clone(), v.clone())));
+        context.insert("integrations".into(), Value::Object(merged));
+    }
     // The IP policy covers addresses the client reports itself (server-side SDKs forward their
     // visitor's), and the copy inside the stored context.
     let ip = nested_str(context.as_ref(), "ip").or_else(|| meta.client_ip.clone());
@@ -764,6 +792,27 @@ mod tests {
         let err = decode(&meta(), Endpoint::Batch, body.as_bytes()).unwrap_err();
         assert!(err.is_too_large(), "{err}");
         assert!(err.to_string().starts_with("batch[0]"), "{err}");
+    }
+
+    #[test]
+    fn batch_integrations_merge_into_each_event() {
+        let body = br#"{"batch": [
+            {"type": "track", "event": "a", "userId": "u", "integrations": {"Mixpanel": false}},
+            {"type": "track", "event": "b", "userId": "u"}
+        ], "integrations": {"All": true, "Mixpanel": true}}"#;
+        let events = decode(&meta(), Endpoint::Batch, body).unwrap();
+        let integrations = |event: &Event| -> Value {
+            serde_json::from_str::<Value>(event.context.as_deref().unwrap()).unwrap()["integrations"]
+                .clone()
+        };
+        assert_eq!(
+            integrations(&events[0]),
+            serde_json::json!({"All": true, "Mixpanel": false})
+        );
+        assert_eq!(
+            integrations(&events[1]),
+            serde_json::json!({"All": true, "Mixpanel": true})
+        );
     }
 
     #[test]

@@ -102,14 +102,28 @@ impl QueryEngine {
             .with_runtime_env(Arc::clone(&self.runtime))
             .with_default_features()
             .build();
-        SessionContext::new_with_state(state)
+        let mut ctx = SessionContext::new_with_state(state);
+        // json_get_str(properties, 'plan'), properties->>'plan', … over the JSON text columns.
+        datafusion_functions_json::register_all(&mut ctx)
+            .expect("registering the JSON functions cannot fail on a fresh context");
+        ctx
     }
 
     /// Plans `sql` against a fresh view and starts executing it.
     pub async fn execute(&self, sql: &str) -> Result<QueryStream> {
+        self.execute_with_params(sql, None).await
+    }
+
+    /// Like [`Self::execute`], binding `$name` placeholders to `params` (values are bound in
+    /// the plan, never pasted into the SQL text).
+    pub async fn execute_with_params(
+        &self,
+        sql: &str,
+        params: Option<datafusion::common::ParamValues>,
+    ) -> Result<QueryStream> {
         let deadline = Instant::now() + self.config.timeout;
         let timeout = self.config.timeout;
-        match tokio::time::timeout_at(deadline, self.plan_and_start(sql)).await {
+        match tokio::time::timeout_at(deadline, self.plan_and_start(sql, params)).await {
             Ok(Ok(stream)) => Ok(QueryStream {
                 schema: stream.schema(),
                 stream,
@@ -126,7 +140,11 @@ impl QueryEngine {
         }
     }
 
-    async fn plan_and_start(&self, sql: &str) -> Result<SendableRecordBatchStream> {
+    async fn plan_and_start(
+        &self,
+        sql: &str,
+        params: Option<datafusion::common::ParamValues>,
+    ) -> Result<SendableRecordBatchStream> {
         let ctx = self.session();
         let view = self.source.view();
         let internal = |err: &dyn std::fmt::Display| QueryError::Internal(err.to_string());
@@ -146,10 +164,15 @@ impl QueryEngine {
             .with_allow_dml(false)
             .with_allow_statements(false);
         let memory_limit = self.config.memory_limit;
-        let frame = ctx
+        let mut frame = ctx
             .sql_with_options(sql, options)
             .await
             .map_err(|err| classify_planning_error(err, memory_limit))?;
+        if let Some(params) = params {
+            frame = frame
+                .with_param_values(params)
+                .map_err(|err| classify_planning_error(err, memory_limit))?;
+        }
         frame
             .execute_stream()
             .await

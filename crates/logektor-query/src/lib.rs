@@ -19,6 +19,7 @@ mod engine;
 mod error;
 pub mod format;
 pub mod provider;
+pub mod reports;
 
 pub use engine::{EventsSource, EventsView, QueryConfig, QueryEngine, QueryStream, StaticSource};
 pub use error::{QueryError, Result};

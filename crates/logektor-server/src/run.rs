@@ -143,6 +143,7 @@ async fn serve(
         vacuum_grace: args.vacuum_grace,
         sources,
         salts: Salts::new(layout::salt_file(&args.data_dir)),
+        reports: logektor_query::reports::Reports::built_in(),
     });
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

@@ -4,6 +4,7 @@ mod admin;
 mod browser;
 mod ingest;
 mod posthog;
+mod reports;
 mod sql;
 
 use std::sync::Arc;
@@ -35,6 +36,8 @@ pub struct AppState {
     /// Per-source IP policy, cookieless ids, Do-Not-Track, allowed origins; trusted proxies.
     pub sources: SourcePolicies,
     pub salts: Salts,
+    /// The named reports of `queries/`.
+    pub reports: logektor_query::reports::Reports,
 }
 
 /// The whole API.
@@ -74,6 +77,8 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/v1/sql", post(sql::sql))
+        .route("/v1/reports", get(reports::list))
+        .route("/v1/reports/{name}", get(reports::run))
         .route("/v1/admin/table", get(admin::table_info))
         .route("/v1/admin/table/optimize", post(admin::optimize))
         .route("/v1/admin/table/vacuum", post(admin::vacuum))

@@ -63,10 +63,10 @@ pub(super) async fn sql(
             )
         })?,
     };
-    stream_query(&state, sql, format).await
+    stream_query(&state, sql, None, format).await
 }
 
-fn authorize_read(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+pub(super) fn authorize_read(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     require_bearer(headers, "read token", |token| {
         state.keys.is_read_token(token)
     })
@@ -75,7 +75,12 @@ fn authorize_read(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError>
 /// Runs the query on the compute runtime. The answer's status waits for the first batch, so
 /// planning errors and most limit errors get a proper 4xx; after that the body streams, and a
 /// late failure aborts the response.
-async fn stream_query(state: &AppState, sql: String, format: Format) -> Result<Response, ApiError> {
+pub(super) async fn stream_query(
+    state: &AppState,
+    sql: String,
+    params: Option<datafusion::common::ParamValues>,
+    format: Format,
+) -> Result<Response, ApiError> {
     let engine = Arc::clone(&state.engine);
     // A client that stops reading gets this long per chunk before the query is dropped (and
     // its memory released).
@@ -83,7 +88,7 @@ async fn stream_query(state: &AppState, sql: String, format: Format) -> Result<R
     let (head_tx, head_rx) = oneshot::channel::<Result<(), QueryError>>();
     let (chunk_tx, chunk_rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     state.compute.spawn(async move {
-        let mut stream = match engine.execute(&sql).await {
+        let mut stream = match engine.execute_with_params(&sql, params).await {
             Ok(stream) => stream,
             Err(err) => {
                 let _ = head_tx.send(Err(err));

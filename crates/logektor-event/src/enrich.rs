@@ -51,6 +51,19 @@ pub struct UserAgentInfo {
     pub is_bot: bool,
 }
 
+/// User agents are cut to this many bytes: real ones are a few hundred, and a long one would be
+/// copied into every event of a request and into the cache.
+pub const MAX_USER_AGENT_BYTES: usize = 512;
+
+/// `text` cut to [`MAX_USER_AGENT_BYTES`] at a character boundary.
+pub fn cap_user_agent(text: &str) -> &str {
+    let mut end = text.len().min(MAX_USER_AGENT_BYTES);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
 /// Distinct user agents remembered; real traffic has few, so a full cache is simply cleared.
 const USER_AGENT_CACHE_CAPACITY: usize = 16_384;
 
@@ -60,6 +73,7 @@ static USER_AGENTS: LazyLock<Mutex<HashMap<String, Arc<UserAgentInfo>>>> =
 /// Parses a user agent with woothee, through a process-wide cache: parsing costs microseconds,
 /// a cache hit a hash lookup.
 pub fn user_agent(text: &str) -> Arc<UserAgentInfo> {
+    let text = cap_user_agent(text);
     if let Some(hit) = USER_AGENTS.lock().expect("ua cache").get(text) {
         return Arc::clone(hit);
     }

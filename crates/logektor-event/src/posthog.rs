@@ -31,8 +31,9 @@ use crate::lzstring;
 use crate::segment::{ParsedBody, RawEvent};
 use crate::{MAX_BATCH_BYTES, MAX_EVENT_BYTES};
 
-/// The largest `offset` accepted: a week, in milliseconds.
-const MAX_OFFSET_MS: i64 = 7 * 24 * 3600 * 1000;
+/// The largest `offset` accepted (200 years, in milliseconds); posthog-js sends the age of
+/// back-dated events here, and the result must still fall after 1900, which is checked later.
+const MAX_OFFSET_MS: i64 = 200 * 366 * 24 * 3600 * 1000;
 
 /// How a PostHog body is wrapped, from `?compression=` (gzip is undone before this).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -345,7 +346,7 @@ fn translate(location: String, mut event: Map<String, Value>) -> Result<RawEvent
                 .ok_or_else(|| {
                     DecodeError::invalid(
                         &location,
-                        "\"offset\" must be milliseconds between 0 and one week",
+                        "\"offset\" must be a non-negative number of milliseconds",
                     )
                 })?,
         ),
@@ -357,11 +358,20 @@ fn translate(location: String, mut event: Map<String, Value>) -> Result<RawEvent
         }
     };
 
-    // Person properties: `$set` (identify, or any event) are the traits.
-    if !message.contains_key("traits")
-        && let Some(Value::Object(set)) = properties.remove("$set")
-    {
-        message.insert("traits".into(), Value::Object(set));
+    // Person properties are the traits: `$set` (and `$set_once` under it), at the top of the
+    // event (posthog-js identify, posthog-python set) or inside the properties.
+    if !message.contains_key("traits") {
+        let mut traits = Map::new();
+        for key in ["$set_once", "$set"] {
+            for source in [event.remove(key), properties.remove(key)] {
+                if let Some(Value::Object(set)) = source {
+                    traits.extend(set);
+                }
+            }
+        }
+        if !traits.is_empty() {
+            message.insert("traits".into(), Value::Object(traits));
+        }
     }
 
     let mut context = Map::new();
@@ -456,8 +466,8 @@ mod tests {
              "properties": {"$device_id": "dev1", "$current_url": "https://a.example/p?utm_source=x",
                             "$pathname": "/p", "$referrer": "$direct", "title": "P", "$ip": "198.51.100.4"}},
             {"event": "clicked", "distinct_id": "user-9", "properties": {"$device_id": "dev1", "color": "red"}},
-            {"event": "$identify", "distinct_id": "user-9",
-             "properties": {"$anon_distinct_id": "dev1", "$set": {"email": "a@b.c"}}},
+            {"event": "$identify", "distinct_id": "user-9", "$set": {"email": "a@b.c"},
+             "properties": {"$anon_distinct_id": "dev1"}},
             {"event": "$create_alias", "distinct_id": "old-1", "properties": {"alias": "user-9"}},
             {"event": "$groupidentify", "distinct_id": "user-9",
              "properties": {"$group_type": "company", "$group_key": "acme", "$group_set": {"size": 5}}},

@@ -15,6 +15,10 @@ use crate::error::{DecodeError, Result};
 use crate::time::{MAX_MICROS, MIN_MICROS, micros_to_days, parse_iso8601_micros};
 use crate::{MAX_BATCH_BYTES, MAX_EVENT_BYTES};
 
+/// Largest total of batch-level `context` bytes copied into the events of one batch (the
+/// context's size times the number of events).
+const MAX_BATCH_CONTEXT_COPIES: usize = 4 * MAX_BATCH_BYTES;
+
 /// The Segment call a body was posted to. Stored in WAL records, hence the stable codes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Endpoint {
@@ -269,19 +273,24 @@ impl ParsedBody {
             }
         };
         // Batch-level integrations travel with the batch context, where each event's own
-        // `integrations` are merged over them (see `build_event`).
-        match envelope.integrations {
-            None | Some(Value::Null) => {}
-            Some(Value::Object(map)) => {
-                batch_context
-                    .get_or_insert_with(Map::new)
-                    .insert("integrations".into(), Value::Object(map));
-            }
-            Some(_) => {
-                return Err(DecodeError::invalid(
-                    "body",
-                    "\"integrations\" must be an object",
-                ));
+        // `integrations` are merged over them (see `build_event`). A value that is not an
+        // object is ignored rather than refused: earlier releases accepted it into the WAL,
+        // and replay must never be stricter than ingest.
+        if let Some(Value::Object(map)) = envelope.integrations {
+            batch_context
+                .get_or_insert_with(Map::new)
+                .insert("integrations".into(), Value::Object(map));
+        }
+        // The batch context is copied into every event: bound the total so a large context
+        // times many small events cannot turn one body into gigabytes.
+        if let Some(context) = &batch_context {
+            let size = serde_json::to_vec(context).map_or(0, |v| v.len());
+            if size.saturating_mul(events.len()) > MAX_BATCH_CONTEXT_COPIES {
+                return Err(DecodeError::EventTooLarge {
+                    location: "context".into(),
+                    size: size.saturating_mul(events.len()),
+                    limit: MAX_BATCH_CONTEXT_COPIES,
+                });
             }
         }
         let write_key = match envelope.write_key {
@@ -333,6 +342,59 @@ impl ParsedBody {
         }
         Ok(out)
     }
+}
+
+/// The body with every client-reported IP (`context.ip` of the batch and of each event;
+/// PostHog's `properties.$ip`) rewritten by `policy`, so that what the policy removes never
+/// reaches the WAL. `None` when nothing needed changing (always for [`IpPolicy::Keep`]).
+/// Decoding applies the policy again, which changes nothing the second time, so replaying the
+/// rewritten body gives the rows the original gave.
+pub fn scrub_body_ips(endpoint: Endpoint, body: &[u8], policy: IpPolicy) -> Option<Vec<u8>> {
+    if policy == IpPolicy::Keep || !body.windows(3).any(|w| w == b"\"ip" || w == b"$ip") {
+        return None;
+    }
+    let mut root: Value = serde_json::from_slice(body).ok()?;
+    let mut changed = false;
+    let mut scrub = |object: &mut Map<String, Value>, key: &str| {
+        if let Some(Value::String(ip)) = object.get(key) {
+            match policy.apply(ip) {
+                Some(kept) if &kept == ip => {}
+                Some(kept) => {
+                    object.insert(key.to_owned(), Value::String(kept));
+                    changed = true;
+                }
+                None => {
+                    object.remove(key);
+                    changed = true;
+                }
+            }
+        }
+    };
+    let events: Vec<&mut Value> = match (&mut root, endpoint) {
+        (Value::Array(items), Endpoint::PostHog) => items.iter_mut().collect(),
+        (Value::Object(map), Endpoint::Batch | Endpoint::PostHog) if map.contains_key("batch") => {
+            if let Some(Value::Object(context)) = map.get_mut("context") {
+                scrub(context, "ip");
+            }
+            match map.get_mut("batch") {
+                Some(Value::Array(items)) => items.iter_mut().collect(),
+                _ => Vec::new(),
+            }
+        }
+        (value @ Value::Object(_), _) => vec![value],
+        _ => Vec::new(),
+    };
+    for event in events {
+        let Value::Object(event) = event else {
+            continue;
+        };
+        for holder in ["context", "properties"] {
+            if let Some(Value::Object(inner)) = event.get_mut(holder) {
+                scrub(inner, if holder == "context" { "ip" } else { "$ip" });
+            }
+        }
+    }
+    changed.then(|| serde_json::to_vec(&root).expect("a JSON value serializes"))
 }
 
 /// Decodes a whole body for `meta.source`: the pure function the WAL replay relies on.
@@ -617,7 +679,9 @@ fn build_event(
         }
     }
 
-    let user_agent = nested_str(context_ref, "userAgent").or_else(|| meta.user_agent.clone());
+    let user_agent = nested_str(context_ref, "userAgent")
+        .or_else(|| meta.user_agent.clone())
+        .map(|ua| enrich::cap_user_agent(&ua).to_owned());
     let agent = user_agent.as_deref().map(enrich::user_agent);
     let to_json = |map: Option<&Map<String, Value>>| {
         map.map(|m| serde_json::to_string(m).expect("a JSON map always serializes"))
@@ -813,6 +877,30 @@ mod tests {
             integrations(&events[1]),
             serde_json::json!({"All": true, "Mixpanel": true})
         );
+    }
+
+    #[test]
+    fn ip_policy_rewrites_the_stored_body_and_replays_the_same() {
+        let body = br#"{"batch": [{"type": "track", "event": "e", "userId": "u", "context": {"ip": "198.51.100.7"}}],
+                        "context": {"ip": "203.0.113.9"}}"#;
+        let meta = RequestMeta {
+            ip_policy: IpPolicy::Truncate,
+            ..meta()
+        };
+        let scrubbed = scrub_body_ips(Endpoint::Batch, body, IpPolicy::Truncate).unwrap();
+        let text = String::from_utf8(scrubbed.clone()).unwrap();
+        assert!(
+            !text.contains("198.51.100.7") && !text.contains("203.0.113.9"),
+            "{text}"
+        );
+        assert_eq!(
+            decode(&meta, Endpoint::Batch, body).unwrap(),
+            decode(&meta, Endpoint::Batch, &scrubbed).unwrap()
+        );
+        let ph = br#"[{"event": "x", "distinct_id": "d", "properties": {"$ip": "198.51.100.7"}}]"#;
+        let dropped = scrub_body_ips(Endpoint::PostHog, ph, IpPolicy::Drop).unwrap();
+        assert!(!String::from_utf8(dropped).unwrap().contains("198.51"));
+        assert_eq!(scrub_body_ips(Endpoint::Batch, body, IpPolicy::Keep), None);
     }
 
     #[test]

@@ -113,9 +113,10 @@ impl Dedup {
     /// Forgets keys whose request was not stored after all (the WAL append failed), so the
     /// client's retry is accepted.
     pub fn forget(&self, keys: &[u64], skip: &[u32]) {
+        let skipped: std::collections::HashSet<u32> = skip.iter().copied().collect();
         let mut state = self.lock();
         for (index, key) in keys.iter().enumerate() {
-            if !skip.contains(&(index as u32)) {
+            if !skipped.contains(&(index as u32)) {
                 state.seen.remove(key);
             }
         }

@@ -17,6 +17,17 @@ use crate::dedup::{Dedup, DedupConfig};
 use crate::maintenance::MaintenanceConfig;
 use crate::record::IngestRecord;
 
+/// `skip` (event indices) as one flag per event.
+fn skip_mask(skip: &[u32], events: usize) -> Vec<bool> {
+    let mut mask = vec![false; events];
+    for &index in skip {
+        if let Some(flag) = mask.get_mut(index as usize) {
+            *flag = true;
+        }
+    }
+    mask
+}
+
 fn now_micros() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -129,11 +140,12 @@ impl Ingester {
                     }
                 })?;
             if !ingest.skip.is_empty() {
+                let dropped = skip_mask(&ingest.skip, events.len());
                 events = events
                     .into_iter()
-                    .enumerate()
-                    .filter(|(index, _)| !ingest.skip.contains(&(*index as u32)))
-                    .map(|(_, event)| event)
+                    .zip(dropped)
+                    .filter(|(_, dropped)| !dropped)
+                    .map(|(event, _)| event)
                     .collect();
             }
             {
@@ -207,6 +219,8 @@ impl Ingester {
             .iter()
             .map(|event| self.dedup.key(&event.source, &event.message_id))
             .collect();
+        // What the source's IP policy removes must not reach the WAL either.
+        let body = logektor_event::scrub_body_ips(endpoint, &body, meta.ip_policy).unwrap_or(body);
         // The common case (no duplicate) does all encoding before taking the dedup lock.
         let mut batch = to_record_batch(&events);
         let mut record = IngestRecord {
@@ -222,11 +236,12 @@ impl Ingester {
                 self.dedup
                     .check_and_insert(&mut state, &keys, record.meta.received_at_micros);
             if !skip.is_empty() {
+                let dropped = skip_mask(&skip, events.len());
                 let kept: Vec<_> = events
                     .iter()
-                    .enumerate()
-                    .filter(|(index, _)| !skip.contains(&(*index as u32)))
-                    .map(|(_, event)| event.clone())
+                    .zip(&dropped)
+                    .filter(|(_, dropped)| !**dropped)
+                    .map(|(event, _)| event.clone())
                     .collect();
                 batch = to_record_batch(&kept);
                 record.skip = skip.clone();

@@ -53,7 +53,9 @@
     }
   }
   var userId = null;
-  try { userId = localStorage.getItem("lgk_uid"); } catch (e) { /* storage blocked */ }
+  if (attr("cookieless") !== "true") {
+    try { userId = localStorage.getItem("lgk_uid"); } catch (e) { /* storage blocked */ }
+  }
 
   var firstPage = true;
   var pending = [];
@@ -114,7 +116,10 @@
     page: function (properties) { lastUrl = null; page(properties); },
     identify: function (id, traits) {
       userId = id ? String(id) : null;
-      try { if (userId) localStorage.setItem("lgk_uid", userId); else localStorage.removeItem("lgk_uid"); } catch (e) { /* storage blocked */ }
+      // Cookieless mode stores nothing in the browser, the user id included.
+      if (attr("cookieless") !== "true") {
+        try { if (userId) localStorage.setItem("lgk_uid", userId); else localStorage.removeItem("lgk_uid"); } catch (e) { /* storage blocked */ }
+      }
       enqueue(message("identify", { traits: traits || {} }), true);
     },
     flush: function () { send(false); }

@@ -152,6 +152,11 @@ impl SourcePolicies {
         client
     }
 
+    /// Whether `ip` is one of the `--trusted-proxy` ranges.
+    pub fn is_trusted_proxy(&self, ip: IpAddr) -> bool {
+        self.is_trusted(ip.to_canonical())
+    }
+
     fn is_trusted(&self, ip: IpAddr) -> bool {
         self.trusted_proxies.iter().any(|net| net.contains(&ip))
     }
@@ -220,10 +225,14 @@ impl Salts {
                 day,
                 salt: salt.iter().map(|b| format!("{b:02x}")).collect(),
             };
-            if let Err(err) = crate::keys::write_private(
-                &self.path,
+            // Written beside and renamed over, so a crash never leaves a torn salt file.
+            let temporary = self.path.with_extension("json.tmp");
+            let written = crate::keys::write_private(
+                &temporary,
                 &serde_json::to_vec(&file).expect("salt file serializes"),
-            ) {
+            )
+            .and_then(|()| std::fs::rename(&temporary, &self.path));
+            if let Err(err) = written {
                 // Ids stay consistent within this process; only a restart today would split them.
                 tracing::warn!(error = %err, path = %self.path.display(), "could not save the daily salt");
             }

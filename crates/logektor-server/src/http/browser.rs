@@ -170,7 +170,7 @@ async fn store_pixel(
     let endpoint = Endpoint::Single(kind);
     let body = serde_json::to_vec(&message).expect("a JSON map serializes");
     let parsed = Ingester::parse(endpoint, &body)?;
-    if let Some(meta) = request_meta(state, source, headers, peer)? {
+    if let Some(meta) = request_meta(state, source, headers, peer, true)? {
         state.ingester.ingest(meta, endpoint, parsed, body).await?;
     }
     Ok(())
@@ -181,23 +181,28 @@ async fn store_pixel(
 pub(super) async fn segment_settings(
     State(state): State<Arc<AppState>>,
     Path(write_key): Path<String>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     resolve_source(&state, &write_key)?;
-    let host = headers
-        .get("x-forwarded-host")
-        .or_else(|| headers.get(header::HOST))
-        .and_then(|v| v.to_str().ok())
+    // Forwarded host and scheme count only from a trusted proxy: anyone else could point the
+    // settings (and every visitor's events) at their own host.
+    let forwarded = |name: &str| {
+        state
+            .sources
+            .is_trusted_proxy(peer.ip())
+            .then(|| headers.get(name).and_then(|v| v.to_str().ok()))
+            .flatten()
+    };
+    let host = forwarded("x-forwarded-host")
+        .or_else(|| headers.get(header::HOST).and_then(|v| v.to_str().ok()))
         .unwrap_or("localhost")
         .to_owned();
-    let protocol = match headers
-        .get("x-forwarded-proto")
-        .and_then(|v| v.to_str().ok())
-    {
+    let protocol = match forwarded("x-forwarded-proto") {
         Some("https") => "https",
         _ => "http",
     };
-    Ok(Json(json!({
+    let settings = Json(json!({
         "integrations": {
             "Segment.io": {
                 "apiKey": write_key,
@@ -220,5 +225,10 @@ pub(super) async fn segment_settings(
         "metrics": {"sampleRate": 0},
         "legacyVideoPluginsEnabled": false,
         "remotePlugins": [],
-    })))
+    }));
+    let mut response = settings.into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
 }

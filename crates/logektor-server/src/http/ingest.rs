@@ -72,7 +72,7 @@ pub(super) async fn segment(
             resolve_source(&state, key)?
         }
     };
-    if let Some(meta) = request_meta(&state, source, &headers, peer)? {
+    if let Some(meta) = request_meta(&state, source, &headers, peer, false)? {
         state
             .ingester
             .ingest(meta, endpoint, parsed, body.to_vec())
@@ -98,11 +98,16 @@ pub(super) fn now_micros() -> i64 {
 /// What the server observed about a request for `source`, after the source's policies; `None`
 /// when the source honours Do-Not-Track and the request asks for it (answer as usual, store
 /// nothing). A browser origin the source does not allow is a 403.
+///
+/// The `User-Agent` header stands in for the client's only when a browser sent the request
+/// (`from_browser`, e.g. a pixel, or an `Origin`/`Referer` header): a server-side SDK's header
+/// names the SDK, not the visitor.
 pub(super) fn request_meta(
     state: &AppState,
     source: String,
     headers: &HeaderMap,
     peer: SocketAddr,
+    from_browser: bool,
 ) -> Result<Option<RequestMeta>, ApiError> {
     let policy = state.sources.policy(&source);
     if let Some(allowed) = &policy.allowed_origins
@@ -126,11 +131,15 @@ pub(super) fn request_meta(
     }
     let received_at = now_micros();
     let ip = state.sources.client_ip(peer, headers);
-    let user_agent = headers
+    let from_browser = from_browser
+        || headers.contains_key(header::ORIGIN)
+        || headers.contains_key(header::REFERER);
+    let header_agent = headers
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty())
-        .map(str::to_owned);
+        .map(|v| logektor_event::enrich::cap_user_agent(v).to_owned());
+    let user_agent = header_agent.clone().filter(|_| from_browser);
     let visitor_id = policy.cookieless.then(|| {
         state.salts.visitor_id(
             received_at,

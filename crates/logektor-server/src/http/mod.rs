@@ -88,9 +88,18 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(collect)
         .fallback(not_found)
         // Spans name the path only: query strings may carry a write key.
-        .layer(TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
-            tracing::info_span!("http", method = %request.method(), path = %request.uri().path())
-        }))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
+                // The settings path carries a write key; name the route instead.
+                let path = request.uri().path();
+                let path = if path.starts_with("/v1/projects/") {
+                    "/v1/projects/{writeKey}/settings"
+                } else {
+                    path
+                };
+                tracing::info_span!("http", method = %request.method(), path = %path)
+            }),
+        )
         .with_state(state)
 }
 

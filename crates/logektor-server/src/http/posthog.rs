@@ -29,11 +29,22 @@ pub(super) async fn capture(
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
     let limit = MAX_BATCH_BYTES;
-    let compression_param = query.get("compression").map(String::as_str);
-    let compression = Compression::from_query(compression_param)
-        .map_err(|err| ApiError::bad_request("invalid_compression", err.to_string()))?;
     let raw = read_body(body, limit).await?;
     let raw = decode_content(&headers, raw, limit)?;
+    // posthog-js puts `compression` in the query, or (lz64, base64) beside `data` in a form body.
+    let form_compression = if raw.starts_with(b"data=") || raw.starts_with(b"compression=") {
+        url::form_urlencoded::parse(&raw)
+            .find(|(key, _)| key == "compression")
+            .map(|(_, value)| value.into_owned())
+    } else {
+        None
+    };
+    let compression_param = query
+        .get("compression")
+        .map(String::as_str)
+        .or(form_compression.as_deref());
+    let compression = Compression::from_query(compression_param)
+        .map_err(|err| ApiError::bad_request("invalid_compression", err.to_string()))?;
     // posthog-js sends gzip as text/plain without Content-Encoding, saying so in the query.
     let raw = match compression_param {
         Some("gzip" | "gzip-js") if raw.starts_with(&[0x1f, 0x8b]) => gunzip(&raw, limit)?,
@@ -59,7 +70,7 @@ pub(super) async fn capture(
             )
         })?;
     let source = resolve_source(&state, &key)?;
-    if let Some(meta) = request_meta(&state, source, &headers, peer)? {
+    if let Some(meta) = request_meta(&state, source, &headers, peer, false)? {
         state
             .ingester
             .ingest(meta, Endpoint::PostHog, parsed, json_body)

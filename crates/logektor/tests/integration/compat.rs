@@ -191,16 +191,33 @@ fn user_agents_and_ip_policies_enrich_as_promised() {
         })
         .collect();
     assert_eq!(server.post("/v1/batch", &json!({"batch": events})).0, 200);
-    // Without context.userAgent, the request's User-Agent header counts (beacons, pixels).
+    // Without context.userAgent, a browser's User-Agent header counts (beacons, pixels); a
+    // server-side SDK's header names the SDK, not the visitor, and is not used.
     let (status, _, _) = send(
         server
             .client()
             .post(server.url("/v1/page"))
             .basic_auth(WRITE_KEY, Some(""))
             .header("user-agent", agents[1].0)
+            .header("origin", "https://shop.example")
             .json(&json!({"anonymousId": "ua-header"})),
     );
     assert_eq!(status, 200);
+    let (status, _, _) = send(
+        server
+            .client()
+            .post(server.url("/v1/page"))
+            .basic_auth(WRITE_KEY, Some(""))
+            .header("user-agent", "python-requests/2.32")
+            .json(&json!({"anonymousId": "server-side"})),
+    );
+    assert_eq!(status, 200);
+    let server_side =
+        server.sql("SELECT user_agent, is_bot FROM events WHERE anonymous_id = 'server-side'");
+    assert_eq!(
+        server_side,
+        vec![json!({"user_agent": null, "is_bot": null})]
+    );
     let rows = server.sql(
         "SELECT anonymous_id, browser, coalesce(os, '') AS os, device_type, is_bot \
          FROM events WHERE anonymous_id LIKE 'ua-%' ORDER BY anonymous_id",
@@ -228,10 +245,12 @@ fn user_agents_and_ip_policies_enrich_as_promised() {
         ("trunc-key", "trunc"),
         ("nada-key", "nada"),
     ] {
-        for (id, context) in [
-            ("socket", json!({})),
-            ("context", json!({"ip": "198.51.100.77"})),
-        ] {
+        let reported = if source == "default" {
+            "198.51.100.77"
+        } else {
+            "198.51.100.88"
+        };
+        for (id, context) in [("socket", json!({})), ("context", json!({"ip": reported}))] {
             let (status, _, body) = send(
                 server
                     .client()
@@ -265,10 +284,18 @@ fn user_agents_and_ip_policies_enrich_as_promised() {
         let context = row["context"].as_str().unwrap_or_default();
         if !row["user_id"].as_str().unwrap().starts_with("default") {
             assert!(
-                !context.contains("198.51.100.77") && !context.contains("203.0.113.200"),
+                !context.contains("198.51.100.88") && !context.contains("203.0.113.200"),
                 "{row}"
             );
         }
+    }
+    // Nor in the WAL: the body is rewritten by the policy before it is logged.
+    for entry in std::fs::read_dir(dir.path().join("wal")).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        assert!(
+            !bytes.windows(13).any(|w| w == b"198.51.100.88"),
+            "a dropped or truncated address is in the WAL"
+        );
     }
 
     // Cookieless ids: stable for the same IP and user agent, different for another agent.
@@ -341,6 +368,16 @@ fn posthog_body_forms_short_paths_settings_and_cors() {
             .body(form(&lz_str::compress_to_base64(
                 json_text("lz64-form").as_str(),
             ))),
+        // posthog-js (older versions) puts the compression into the form body.
+        client
+            .post(server.url("/e/"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!(
+                "{}&compression=lz64",
+                form(&lz_str::compress_to_base64(
+                    json_text("lz64-in-form").as_str()
+                ))
+            )),
         client.get(server.url(&format!(
             "/e/?data={}",
             url::form_urlencoded::byte_serialize(b64(&json_text("get-data")).as_bytes())
@@ -358,6 +395,12 @@ fn posthog_body_forms_short_paths_settings_and_cors() {
                     .as_slice(),
             )),
         client.post(server.url("/i/v0/e")).json(&event("i-v0-e")),
+        // posthog-js identify: person properties at the top of the event.
+        client
+            .post(server.url("/e/"))
+            .json(&json!([{"event": "$identify", "distinct_id": "ph",
+            "$set": {"email": "ph@example.com"}, "$set_once": {"first": "2024"},
+            "properties": {"token": WRITE_KEY, "$anon_distinct_id": "anon-ph"}}])),
     ];
     for request in requests {
         let (status, _, body) = send(request);
@@ -367,8 +410,16 @@ fn posthog_body_forms_short_paths_settings_and_cors() {
             json!({"status": "Ok"})
         );
     }
+    let identify = server
+        .sql("SELECT anonymous_id, traits FROM events WHERE user_id = 'ph' AND type = 'identify'");
+    assert_eq!(
+        identify,
+        vec![
+            json!({"anonymous_id": "anon-ph", "traits": r#"{"email":"ph@example.com","first":"2024"}"#})
+        ]
+    );
     let names: Vec<String> = server
-        .sql("SELECT event FROM events WHERE user_id = 'ph' ORDER BY event")
+        .sql("SELECT event FROM events WHERE user_id = 'ph' AND type = 'track' ORDER BY event")
         .iter()
         .map(|r| r["event"].as_str().unwrap().to_owned())
         .collect();
@@ -381,6 +432,7 @@ fn posthog_body_forms_short_paths_settings_and_cors() {
             "gzip-js",
             "i-v0-e",
             "lz64-form",
+            "lz64-in-form",
             "single"
         ]
     );

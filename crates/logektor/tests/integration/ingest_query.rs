@@ -235,18 +235,86 @@ fn sql_accepts_raw_text_and_format_query_parameter() {
 }
 
 #[test]
-fn example_reports_in_queries_run() {
+fn named_reports_list_run_and_refuse_bad_parameters() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path(), &[]);
     send_batches(&server, &track_events("rep", 34), 34);
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../queries/events_per_day.sql"
+    let get = |path: &str, token: Option<&str>| {
+        let mut request = server.client().get(server.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().unwrap();
+        (
+            response.status().as_u16(),
+            response.json::<serde_json::Value>().unwrap_or_default(),
+        )
+    };
+    // The list names every report of queries/ with its parameters.
+    let (status, list) = get("/v1/reports", Some(READ_TOKEN));
+    assert_eq!(status, 200);
+    let reports = list["reports"].as_array().unwrap();
+    let sql_files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../../queries"))
+        .unwrap()
+        .filter(|entry| {
+            entry
+                .as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|e| e == "sql")
+        })
+        .count();
+    assert_eq!(reports.len(), sql_files);
+    let top_pages = reports.iter().find(|r| r["name"] == "top_pages").unwrap();
+    assert_eq!(top_pages["params"][0]["name"], "from");
+    assert_eq!(top_pages["params"][0]["type"], "timestamp");
+
+    let (status, rows) = get(
+        "/v1/reports/events_per_day?from=2024-05-01&to=2024-05-02",
+        Some(READ_TOKEN),
     );
-    let sql = std::fs::read_to_string(path).unwrap();
-    let rows = server.sql(&sql);
+    assert_eq!(status, 200, "{rows}");
     assert_eq!(
         rows,
-        vec![json!({"event_date": "2024-05-01", "type": "track", "events": 34, "visitors": 17})]
+        json!([{"event_date": "2024-05-01", "type": "track", "events": 34, "visitors": 17}])
     );
+    let (status, rows) = get(
+        "/v1/reports/events?from=2024-05-01&to=2024-05-02&interval=day&names=Event%201,Event%202",
+        Some(READ_TOKEN),
+    );
+    assert_eq!(status, 200, "{rows}");
+    assert_eq!(rows.as_array().unwrap().len(), 2, "{rows}");
+    // Another source sees nothing.
+    let (_, rows) = get(
+        "/v1/reports/events_per_day?from=2024-05-01&to=2024-05-02&source=mobile",
+        Some(READ_TOKEN),
+    );
+    assert_eq!(rows, json!([]));
+
+    for (path, status, needle) in [
+        ("/v1/reports/nope", 404, "no report named"),
+        ("/v1/reports/top_pages?limit=0", 400, "\"limit\""),
+        ("/v1/reports/top_pages?from=yesterday", 400, "\"from\""),
+        ("/v1/reports/top_pages?colour=red", 400, "\"colour\""),
+        ("/v1/reports/timeseries?interval=year", 400, "\"interval\""),
+        (
+            "/v1/reports/top_pages?from=2024-05-02&to=2024-05-01",
+            400,
+            "\"to\"",
+        ),
+        ("/v1/reports/top_pages?format=xml", 400, "unknown format"),
+    ] {
+        let (code, answer) = get(path, Some(READ_TOKEN));
+        assert_eq!(code, status, "{path}: {answer}");
+        assert!(
+            answer["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(needle),
+            "{path}: {answer}"
+        );
+    }
+    assert_eq!(get("/v1/reports", None).0, 401);
+    assert_eq!(get("/v1/reports/top_pages", Some("wrong")).0, 401);
 }

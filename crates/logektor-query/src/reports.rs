@@ -99,7 +99,8 @@ impl ParamType {
         }
     }
 
-    fn name(&self) -> &'static str {
+    /// The type's name in report headers.
+    pub fn name(&self) -> &'static str {
         match self {
             ParamType::Timestamp => "timestamp",
             ParamType::String => "string",

@@ -49,6 +49,46 @@ enum Command {
     Import(ImportArgs),
     /// Write the events of a time range as Parquet, NDJSON or CSV.
     Export(ExportArgs),
+    /// Run a named report of queries/ without a server, e.g.
+    /// `logektor report top_pages --from 2024-05-01 --to 2024-06-01 --param limit=20`;
+    /// `logektor report --list` names them with their parameters.
+    Report(ReportArgs),
+}
+
+#[derive(clap::Args)]
+struct ReportArgs {
+    /// The data folder the server used.
+    #[arg(long, env = "LOGEKTOR_DATA_DIR", default_value = "./data")]
+    data_dir: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    format: OutputFormat,
+    /// List the reports and their parameters instead of running one.
+    #[arg(long)]
+    list: bool,
+    /// Start of the range: 2024-05-01, an RFC 3339 time, now, or -7d (the report's default
+    /// otherwise).
+    #[arg(long, allow_hyphen_values = true)]
+    from: Option<String>,
+    /// End of the range (exclusive), in the same forms.
+    #[arg(long, allow_hyphen_values = true)]
+    to: Option<String>,
+    /// One source (default: every source).
+    #[arg(long)]
+    source: Option<String>,
+    /// Another parameter as NAME=VALUE (repeatable), e.g. interval=week, steps=A,B,C.
+    #[arg(long = "param", value_parser = parse_param)]
+    params: Vec<(String, String)>,
+    /// The report's name, e.g. overview, top_pages, funnel.
+    #[arg(required_unless_present = "list")]
+    name: Option<String>,
+}
+
+fn parse_param(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .filter(|(name, _)| !name.is_empty())
+        .map(|(name, value)| (name.to_owned(), value.to_owned()))
+        .ok_or_else(|| format!("expected NAME=VALUE, got {text:?}"))
 }
 
 #[derive(clap::Args)]
@@ -179,6 +219,7 @@ fn main() -> ExitCode {
         Command::Forget(args) => run_async(run_forget(args)),
         Command::Import(args) => run_async(run_import(args)),
         Command::Export(args) => run_async(run_export(args)),
+        Command::Report(args) => run_report(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -195,30 +236,92 @@ fn run_sql(args: SqlArgs) -> anyhow::Result<()> {
         let engine =
             logektor_server::offline::engine(&args.data_dir, QueryConfig::default()).await?;
         let stream = engine.execute(&args.sql).await?;
-        let schema = stream.schema();
-        let batches = stream.collect().await?;
-        let mut stdout = std::io::stdout().lock();
-        let format = match args.format {
-            OutputFormat::Table => {
-                writeln!(
-                    stdout,
-                    "{}",
-                    arrow::util::pretty::pretty_format_batches(&batches)?
-                )?;
-                return Ok(());
-            }
-            OutputFormat::Csv => Format::Csv,
-            OutputFormat::Json => Format::Json,
-            OutputFormat::Ndjson => Format::Ndjson,
-        };
-        stdout.write_all(&logektor_query::format::encode_all(
-            format, &schema, &batches,
-        )?)?;
-        if matches!(args.format, OutputFormat::Json) {
-            writeln!(stdout)?;
-        }
-        Ok(())
+        print_result(stream, args.format).await
     })
+}
+
+fn run_report(args: ReportArgs) -> anyhow::Result<()> {
+    let reports = logektor_query::reports::Reports::built_in();
+    if args.list {
+        use std::fmt::Write as _;
+        let mut text = String::new();
+        for report in reports.iter() {
+            writeln!(text, "{} — {}", report.name, report.title)?;
+            writeln!(text, "    {}", report.description)?;
+            for param in &report.params {
+                let default = param
+                    .default
+                    .as_ref()
+                    .map(|d| format!(", default {d}"))
+                    .unwrap_or_default();
+                writeln!(
+                    text,
+                    "    --{} ({}{default}) {}",
+                    param.name,
+                    param.kind.name(),
+                    param.description
+                )?;
+            }
+        }
+        return match std::io::stdout().lock().write_all(text.as_bytes()) {
+            Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+            other => Ok(other?),
+        };
+    }
+    let name = args.name.as_deref().unwrap_or_default();
+    let report = reports.get(name)?;
+    let mut given: std::collections::HashMap<String, String> = args.params.into_iter().collect();
+    for (key, value) in [
+        ("from", args.from),
+        ("to", args.to),
+        ("source", args.source),
+    ] {
+        if let Some(value) = value {
+            given.insert(key.to_owned(), value);
+        }
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_micros() as i64;
+    let params = report.bind(&given, now)?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let engine =
+            logektor_server::offline::engine(&args.data_dir, QueryConfig::default()).await?;
+        let stream = engine
+            .execute_with_params(&report.sql, Some(params))
+            .await?;
+        print_result(stream, args.format).await
+    })
+}
+
+async fn print_result(
+    stream: logektor_query::QueryStream,
+    format: OutputFormat,
+) -> anyhow::Result<()> {
+    let schema = stream.schema();
+    let batches = stream.collect().await?;
+    let mut stdout = std::io::stdout().lock();
+    let encoding = match format {
+        OutputFormat::Table => {
+            writeln!(
+                stdout,
+                "{}",
+                arrow::util::pretty::pretty_format_batches(&batches)?
+            )?;
+            return Ok(());
+        }
+        OutputFormat::Csv => Format::Csv,
+        OutputFormat::Json => Format::Json,
+        OutputFormat::Ndjson => Format::Ndjson,
+    };
+    stdout.write_all(&logektor_query::format::encode_all(
+        encoding, &schema, &batches,
+    )?)?;
+    if matches!(format, OutputFormat::Json) {
+        writeln!(stdout)?;
+    }
+    Ok(())
 }
 
 fn run_async(work: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {

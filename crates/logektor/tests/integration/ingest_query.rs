@@ -317,4 +317,30 @@ fn named_reports_list_run_and_refuse_bad_parameters() {
     }
     assert_eq!(get("/v1/reports", None).0, 401);
     assert_eq!(get("/v1/reports/top_pages", Some("wrong")).0, 401);
+
+    // The same report offline, from the CLI.
+    let offline = crate::support::cli(
+        &[
+            "report",
+            "events_per_day",
+            "--from",
+            "2024-05-01",
+            "--to",
+            "2024-05-02",
+            "--format",
+            "json",
+        ],
+        dir.path(),
+    );
+    assert_eq!(
+        serde_json::from_str::<Value>(&offline).unwrap(),
+        json!([{"event_date": "2024-05-01", "type": "track", "events": 34, "visitors": 17}])
+    );
+    let refused = std::process::Command::new(crate::support::binary())
+        .args(["report", "top_pages", "--param", "limit=0", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("parameter \"limit\""));
 }

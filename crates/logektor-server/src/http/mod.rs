@@ -2,6 +2,7 @@
 
 mod admin;
 mod browser;
+mod dashboard;
 mod ingest;
 mod posthog;
 mod reports;
@@ -76,6 +77,10 @@ pub fn router(state: Arc<AppState>) -> Router {
 
     Router::new()
         .route("/health", get(health))
+        .route("/", get(dashboard::page))
+        .route("/login", post(dashboard::login))
+        .route("/logout", post(dashboard::logout))
+        .route("/dashboard/live", get(dashboard::live))
         .route("/v1/sql", post(sql::sql))
         .route("/v1/reports", get(reports::list))
         .route("/v1/reports/{name}", get(reports::run))

@@ -288,7 +288,10 @@ fn named_reports_list_run_and_refuse_bad_parameters() {
     // Live counts by receive time: everything above arrived just now.
     let (status, live) = get("/v1/reports/live?minutes=5", Some(READ_TOKEN));
     assert_eq!(status, 200, "{live}");
-    assert_eq!(live, json!([{"visitors": 17, "pageviews": 0, "events": 34}]));
+    assert_eq!(
+        live,
+        json!([{"visitors": 17, "pageviews": 0, "events": 34}])
+    );
     // Another source sees nothing.
     let (_, rows) = get(
         "/v1/reports/events_per_day?from=2024-05-01&to=2024-05-02&source=mobile",

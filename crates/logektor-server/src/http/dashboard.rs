@@ -624,6 +624,9 @@ fn funnel_chart(rows: &Result<Vec<Row>, String>) -> Markup {
     }
 }
 
+/// One retention row: the cohort's week, its size, and (week number, share) cells.
+type Cohort = (String, f64, Vec<(i64, f64)>);
+
 /// Weekly cohorts as a grid shaded by the share returning.
 fn retention_grid(rows: &Result<Vec<Row>, String>) -> Markup {
     let rows = match rows {
@@ -633,7 +636,7 @@ fn retention_grid(rows: &Result<Vec<Row>, String>) -> Markup {
     if rows.is_empty() {
         return html! { p { "No data for this range." } };
     }
-    let mut cohorts: Vec<(String, f64, Vec<(i64, f64)>)> = Vec::new();
+    let mut cohorts: Vec<Cohort> = Vec::new();
     for row in rows {
         let cohort = text(row, "cohort")
             .get(0..10)

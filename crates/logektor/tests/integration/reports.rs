@@ -163,51 +163,51 @@ pub(crate) fn fixture() -> Vec<Fx> {
 /// The session and bounce edge cases, sent as source `mobile` so a report can be asked about
 /// them alone.
 fn edge_cases() -> Vec<Fx> {
-    let mut out = Vec::new();
-    // A gap of exactly 30 minutes starts a new session.
-    out.push(page(
-        Some("edge-gap"),
-        None,
-        START + 10 * DAY + 9 * 60 * MINUTE,
-        "/",
-    ));
-    out.push(page(
-        Some("edge-gap"),
-        None,
-        START + 10 * DAY + 9 * 60 * MINUTE + 30 * MINUTE,
-        "/docs",
-    ));
-    // A session crossing midnight is one session.
-    out.push(page(
-        Some("edge-night"),
-        None,
-        START + 12 * DAY - 10 * MINUTE,
-        "/",
-    ));
-    out.push(page(
-        Some("edge-night"),
-        None,
-        START + 12 * DAY + 10 * MINUTE,
-        "/pricing",
-    ));
-    // Identified mid-session: anonymous first, then the user id only.
-    out.push(page(Some("edge-anon"), None, START + 14 * DAY, "/"));
-    out.push(Fx {
-        kind: "identify",
-        ..page(
-            Some("edge-anon"),
-            Some("edge-user"),
-            START + 14 * DAY + MINUTE,
+    vec![
+        // A gap of exactly 30 minutes starts a new session.
+        page(
+            Some("edge-gap"),
+            None,
+            START + 10 * DAY + 9 * 60 * MINUTE,
             "/",
-        )
-    });
-    out.push(page(
-        None,
-        Some("edge-user"),
-        START + 14 * DAY + 5 * MINUTE,
-        "/docs",
-    ));
-    out
+        ),
+        page(
+            Some("edge-gap"),
+            None,
+            START + 10 * DAY + 9 * 60 * MINUTE + 30 * MINUTE,
+            "/docs",
+        ),
+        // A session crossing midnight is one session.
+        page(
+            Some("edge-night"),
+            None,
+            START + 12 * DAY - 10 * MINUTE,
+            "/",
+        ),
+        page(
+            Some("edge-night"),
+            None,
+            START + 12 * DAY + 10 * MINUTE,
+            "/pricing",
+        ),
+        // Identified mid-session: anonymous first, then the user id only.
+        page(Some("edge-anon"), None, START + 14 * DAY, "/"),
+        Fx {
+            kind: "identify",
+            ..page(
+                Some("edge-anon"),
+                Some("edge-user"),
+                START + 14 * DAY + MINUTE,
+                "/",
+            )
+        },
+        page(
+            None,
+            Some("edge-user"),
+            START + 14 * DAY + 5 * MINUTE,
+            "/docs",
+        ),
+    ]
 }
 
 fn iso(micros: i64) -> String {
@@ -279,7 +279,7 @@ fn cases() -> Vec<(&'static str, &'static str, String)> {
         (
             "active_users",
             "active_users",
-            format!("from=2024-04-08&to=2024-04-15"),
+            "from=2024-04-08&to=2024-04-15".to_owned(),
         ),
         (
             "funnel",
@@ -295,7 +295,7 @@ fn cases() -> Vec<(&'static str, &'static str, String)> {
         (
             "events_per_day",
             "events_per_day",
-            format!("from=2024-04-01&to=2024-04-04"),
+            "from=2024-04-01&to=2024-04-04".to_owned(),
         ),
     ]
 }
@@ -460,8 +460,11 @@ fn reports_match_golden_files_and_an_independent_computation() {
 /// The report definitions of queries/README.md, written again in plain Rust.
 struct Model {
     /// (visitor, ts, kind, path, event name) of the range, sorted by visitor then time.
-    activity: Vec<(String, i64, &'static str, Option<String>, Option<String>)>,
+    activity: Vec<Activity>,
 }
+
+/// (visitor, ts, kind, path, event name)
+type Activity = (String, i64, &'static str, Option<String>, Option<String>);
 
 impl Model {
     fn new(events: &[Fx], from: i64, to: i64) -> Self {
@@ -703,8 +706,7 @@ fn dashboard_renders_and_follows_the_date_range_in_chromium() {
         output
             .stdout
             .split(|b| *b == b'\n')
-            .filter(|l| !l.is_empty())
-            .last()
+            .rfind(|l| !l.is_empty())
             .unwrap(),
     )
     .unwrap();

@@ -10,8 +10,12 @@ WITH scoped AS (
       AND ($source = '*' OR source = $source) AND type IN ('page', 'screen', 'track')
 ),
 identified AS (
-    SELECT anonymous_id, min(user_id) AS known_user FROM scoped
-    WHERE anonymous_id IS NOT NULL AND user_id IS NOT NULL GROUP BY anonymous_id
+    -- Every event type links ids (identify calls above all), not only the activity counted.
+    SELECT anonymous_id, min(user_id) AS known_user FROM events
+    WHERE timestamp >= date_trunc('day', $from) - INTERVAL '29 days' AND timestamp < $to
+      AND ($source = '*' OR source = $source)
+      AND anonymous_id IS NOT NULL AND user_id IS NOT NULL
+    GROUP BY anonymous_id
 ),
 daily AS (
     SELECT DISTINCT date_trunc('day', s.timestamp) AS day,

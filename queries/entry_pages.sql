@@ -6,8 +6,10 @@
 -- param: source string = * : one source, or * for all
 -- param: limit int(1..10000) = 10 : rows to return
 WITH scoped AS (
+    -- A day before the range too, to find where sessions running at its start began.
     SELECT * FROM events
-    WHERE timestamp >= $from AND timestamp < $to AND ($source = '*' OR source = $source)
+    WHERE timestamp >= $from - INTERVAL '1 day' AND timestamp < $to
+      AND ($source = '*' OR source = $source)
 ),
 identified AS (
     SELECT anonymous_id, min(user_id) AS known_user FROM scoped
@@ -28,11 +30,20 @@ numbered AS (
     SELECT *, sum(starts) OVER (PARTITION BY visitor ORDER BY ts, message_id
                                 ROWS UNBOUNDED PRECEDING) AS session
     FROM marked
+    WHERE visitor IS NOT NULL
+),
+in_range AS (
+    -- Sessions that start within the range; one running at its start belongs to the range
+    -- before.
+    SELECT visitor, session FROM numbered GROUP BY visitor, session
+    HAVING min(ts) >= CAST($from AS BIGINT)
 ),
 firsts AS (
-    SELECT visitor, session, page_path,
-           row_number() OVER (PARTITION BY visitor, session ORDER BY ts, message_id) AS nth
-    FROM numbered WHERE type = 'page'
+    SELECT n.visitor, n.session, n.page_path,
+           row_number() OVER (PARTITION BY n.visitor, n.session ORDER BY n.ts, n.message_id) AS nth
+    FROM numbered n
+    WHERE type = 'page'
+      AND EXISTS (SELECT 1 FROM in_range r WHERE r.visitor = n.visitor AND r.session = n.session)
 )
 SELECT coalesce(page_path, '(none)') AS entry_page,
        count(*) AS sessions,

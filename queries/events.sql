@@ -6,6 +6,7 @@
 -- param: source string = * : one source, or * for all
 -- param: interval interval = day : bucket size: hour, day or week
 -- param: names list = * : comma-separated event names to keep, or * for all
+-- param: limit int(1..100000) = 1000 : rows to return
 WITH scoped AS (
     SELECT * FROM events
     WHERE timestamp >= $from AND timestamp < $to AND ($source = '*' OR source = $source)
@@ -13,8 +14,11 @@ WITH scoped AS (
       AND ($names = '*' OR array_position(string_to_array($names, ','), event) IS NOT NULL)
 ),
 identified AS (
-    SELECT anonymous_id, min(user_id) AS known_user FROM scoped
-    WHERE anonymous_id IS NOT NULL AND user_id IS NOT NULL GROUP BY anonymous_id
+    -- Every event type links ids, whatever names are asked for.
+    SELECT anonymous_id, min(user_id) AS known_user FROM events
+    WHERE timestamp >= $from AND timestamp < $to AND ($source = '*' OR source = $source)
+      AND anonymous_id IS NOT NULL AND user_id IS NOT NULL
+    GROUP BY anonymous_id
 )
 SELECT date_trunc($interval, s.timestamp) AS bucket,
        s.event,
@@ -23,3 +27,4 @@ SELECT date_trunc($interval, s.timestamp) AS bucket,
 FROM scoped s LEFT JOIN identified i ON s.anonymous_id = i.anonymous_id
 GROUP BY 1, 2
 ORDER BY bucket, events DESC, s.event
+LIMIT $limit

@@ -4,7 +4,7 @@
 -- param: from timestamp = -30d : start of the range (inclusive)
 -- param: to timestamp = now : end of the range (exclusive)
 -- param: source string = * : one source, or * for all
--- param: steps list = Signed Up,Activated,Purchased : comma-separated event names, 2 to 5
+-- param: steps list(2..5) = Signed Up,Activated,Purchased : comma-separated event names, 2 to 5
 -- param: window_days int(1..90) = 7 : days from step 1 in which the later steps must happen
 WITH names AS (
     SELECT string_to_array($steps, ',') AS s
@@ -25,6 +25,7 @@ hits AS (
     SELECT coalesce(s.user_id, i.known_user, s.anonymous_id) AS visitor, s.step,
            CAST(s.timestamp AS BIGINT) AS ts
     FROM scoped s LEFT JOIN identified i ON s.anonymous_id = i.anonymous_id
+    WHERE coalesce(s.user_id, i.known_user, s.anonymous_id) IS NOT NULL
 ),
 s1 AS (SELECT visitor, min(ts) AS t, min(ts) AS start FROM hits WHERE step = 1 GROUP BY visitor),
 s2 AS (

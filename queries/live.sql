@@ -4,7 +4,7 @@
 -- param: source string = * : one source, or * for all
 -- param: minutes int(1..60) = 5 : how far back
 SELECT count(DISTINCT coalesce(user_id, anonymous_id)) AS visitors,
-       sum(CASE WHEN type = 'page' THEN 1 ELSE 0 END) AS pageviews,
+       coalesce(sum(CASE WHEN type = 'page' THEN 1 ELSE 0 END), 0) AS pageviews,
        count(*) AS events
 FROM events
 WHERE CAST(received_at AS BIGINT) >= (to_unixtime(now()) - $minutes * 60) * 1000000

@@ -1,55 +1,78 @@
 -- title: Overview
 -- description: Visitors, page views, sessions, bounce rate and average session duration for the range and for the previous range of equal length.
--- definition: visitor, session and bounce as in queries/README.md; each range is computed from its own events only (a session is cut at the boundary between the two ranges). Duration = last activity − first activity of a session, averaged over sessions; bounce rate = bounced sessions / sessions.
+-- definition: visitor, session and bounce as in queries/README.md. Visitors and page views count the events of each range; a session counts in the range where it starts (events up to a day before the previous range are read to find where sessions began), with all its events. Duration = last activity − first activity of a session, averaged over sessions; bounce rate = bounced sessions / sessions.
 -- param: from timestamp = -30d : start of the range (inclusive)
 -- param: to timestamp = now : end of the range (exclusive)
 -- param: source string = * : one source, or * for all
 WITH scoped AS (
     SELECT message_id, anonymous_id, user_id, type, CAST(timestamp AS BIGINT) AS ts,
-           CASE WHEN timestamp >= $from THEN 'current' ELSE 'previous' END AS period
+           CASE WHEN timestamp >= $from THEN 'current'
+                WHEN timestamp >= $from - ($to - $from) THEN 'previous'
+                ELSE 'before' END AS period
     FROM events
-    WHERE timestamp >= $from - ($to - $from) AND timestamp < $to
+    WHERE timestamp >= $from - ($to - $from) - INTERVAL '1 day' AND timestamp < $to
       AND ($source = '*' OR source = $source)
 ),
 identified AS (
-    SELECT period, anonymous_id, min(user_id) AS known_user FROM scoped
-    WHERE anonymous_id IS NOT NULL AND user_id IS NOT NULL GROUP BY period, anonymous_id
+    SELECT anonymous_id, min(user_id) AS known_user FROM scoped
+    WHERE anonymous_id IS NOT NULL AND user_id IS NOT NULL GROUP BY anonymous_id
 ),
 activity AS (
     SELECT s.period, s.message_id, s.type, s.ts,
            coalesce(s.user_id, i.known_user, s.anonymous_id) AS visitor
-    FROM scoped s LEFT JOIN identified i ON s.period = i.period AND s.anonymous_id = i.anonymous_id
+    FROM scoped s LEFT JOIN identified i ON s.anonymous_id = i.anonymous_id
     WHERE s.type IN ('page', 'screen', 'track')
+      AND coalesce(s.user_id, i.known_user, s.anonymous_id) IS NOT NULL
 ),
 marked AS (
-    SELECT *, CASE WHEN ts - lag(ts) OVER (PARTITION BY period, visitor ORDER BY ts, message_id) < 1800000000
+    SELECT *, CASE WHEN ts - lag(ts) OVER (PARTITION BY visitor ORDER BY ts, message_id) < 1800000000
                    THEN 0 ELSE 1 END AS starts
     FROM activity
 ),
 numbered AS (
-    SELECT *, sum(starts) OVER (PARTITION BY period, visitor ORDER BY ts, message_id
+    SELECT *, sum(starts) OVER (PARTITION BY visitor ORDER BY ts, message_id
                                 ROWS UNBOUNDED PRECEDING) AS session
     FROM marked
 ),
 sessions AS (
+    -- A session's range is the range of its first event.
+    SELECT visitor, session,
+           first_value(period) OVER (PARTITION BY visitor, session ORDER BY ts, message_id) AS period,
+           type, ts
+    FROM numbered
+),
+per_session AS (
     SELECT period, visitor, session,
            sum(CASE WHEN type = 'page' THEN 1 ELSE 0 END) AS pageviews,
            count(*) AS events,
            (max(ts) - min(ts)) / 1000000.0 AS seconds
-    FROM numbered GROUP BY period, visitor, session
+    FROM sessions GROUP BY period, visitor, session
 ),
-totals AS (
+session_totals AS (
     SELECT period,
-           count(DISTINCT visitor) AS visitors,
-           sum(pageviews) AS pageviews,
            count(*) AS sessions,
            avg(CASE WHEN pageviews = 1 AND events = 1 THEN 1.0 ELSE 0.0 END) AS bounce_rate,
            avg(seconds) AS avg_session_seconds
-    FROM sessions GROUP BY period
+    FROM per_session GROUP BY period
 ),
-cur AS (SELECT * FROM totals WHERE period = 'current'),
-prev AS (SELECT * FROM totals WHERE period = 'previous'),
-one AS (SELECT 1 AS k)
+event_totals AS (
+    SELECT period,
+           count(DISTINCT visitor) AS visitors,
+           sum(CASE WHEN type = 'page' THEN 1 ELSE 0 END) AS pageviews
+    FROM activity GROUP BY period
+),
+cur AS (
+    SELECT e.visitors, e.pageviews, s.sessions, s.bounce_rate, s.avg_session_seconds
+    FROM (SELECT 1 AS k) one
+    LEFT JOIN event_totals e ON e.period = 'current'
+    LEFT JOIN session_totals s ON s.period = 'current'
+),
+prev AS (
+    SELECT e.visitors, e.pageviews, s.sessions, s.bounce_rate, s.avg_session_seconds
+    FROM (SELECT 1 AS k) one
+    LEFT JOIN event_totals e ON e.period = 'previous'
+    LEFT JOIN session_totals s ON s.period = 'previous'
+)
 SELECT coalesce(cur.visitors, 0) AS visitors,
        coalesce(prev.visitors, 0) AS visitors_previous,
        coalesce(cur.pageviews, 0) AS pageviews,
@@ -60,4 +83,4 @@ SELECT coalesce(cur.visitors, 0) AS visitors,
        round(coalesce(prev.bounce_rate, 0), 4) AS bounce_rate_previous,
        round(coalesce(cur.avg_session_seconds, 0), 1) AS avg_session_seconds,
        round(coalesce(prev.avg_session_seconds, 0), 1) AS avg_session_seconds_previous
-FROM one LEFT JOIN cur ON true LEFT JOIN prev ON true
+FROM cur CROSS JOIN prev

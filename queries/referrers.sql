@@ -6,8 +6,10 @@
 -- param: source string = * : one source, or * for all
 -- param: limit int(1..10000) = 10 : rows to return
 WITH scoped AS (
+    -- A day before the range too, to find where sessions running at its start began.
     SELECT * FROM events
-    WHERE timestamp >= $from AND timestamp < $to AND ($source = '*' OR source = $source)
+    WHERE timestamp >= $from - INTERVAL '1 day' AND timestamp < $to
+      AND ($source = '*' OR source = $source)
 ),
 identified AS (
     SELECT anonymous_id, min(user_id) AS known_user FROM scoped
@@ -15,7 +17,7 @@ identified AS (
 ),
 activity AS (
     SELECT s.message_id, s.type, s.referrer_host, CAST(s.timestamp AS BIGINT) AS ts,
-           regexp_replace(regexp_replace(coalesce(s.page_url, ''), '^[a-z]+://(www\.)?', ''), '[/:?#].*$', '') AS own_host,
+           regexp_replace(regexp_replace(lower(coalesce(s.page_url, '')), '^[a-z]+://([^@/]*@)?(www\.)?', ''), '[/:?#].*$', '') AS own_host,
            coalesce(s.user_id, i.known_user, s.anonymous_id) AS visitor
     FROM scoped s LEFT JOIN identified i ON s.anonymous_id = i.anonymous_id
     WHERE s.type IN ('page', 'screen', 'track')
@@ -29,13 +31,22 @@ numbered AS (
     SELECT *, sum(starts) OVER (PARTITION BY visitor ORDER BY ts, message_id
                                 ROWS UNBOUNDED PRECEDING) AS session
     FROM marked
+    WHERE visitor IS NOT NULL
+),
+in_range AS (
+    -- Sessions that start within the range; one running at its start belongs to the range
+    -- before.
+    SELECT visitor, session FROM numbered GROUP BY visitor, session
+    HAVING min(ts) >= CAST($from AS BIGINT)
 ),
 firsts AS (
-    SELECT visitor, referrer_host, own_host,
-           row_number() OVER (PARTITION BY visitor, session ORDER BY ts, message_id) AS nth
-    FROM numbered WHERE type = 'page'
+    SELECT n.visitor, n.referrer_host, n.own_host,
+           row_number() OVER (PARTITION BY n.visitor, n.session ORDER BY n.ts, n.message_id) AS nth
+    FROM numbered n
+    WHERE type = 'page'
+      AND EXISTS (SELECT 1 FROM in_range r WHERE r.visitor = n.visitor AND r.session = n.session)
 )
-SELECT CASE WHEN referrer_host IS NULL OR referrer_host = '' OR referrer_host = own_host
+SELECT CASE WHEN referrer_host IS NULL OR referrer_host = '' OR lower(referrer_host) = own_host
             THEN 'Direct / None' ELSE referrer_host END AS referrer,
        count(*) AS sessions,
        count(DISTINCT visitor) AS visitors

@@ -1,12 +1,12 @@
 -- title: Retention
 -- description: Weekly cohorts by the week a visitor was first seen, and the share active in each later week.
 -- definition: a visitor's cohort is the UTC week (starting Monday) of their first activity within the range; week_number n counts the cohort's visitors active in week cohort + n (activity = page, screen and track events; visitors as in queries/README.md). share = visitors / cohort_size.
--- param: from timestamp = -56d : start of the range (inclusive)
+-- param: from timestamp = -56d : start of the range (inclusive; rounded down to its Monday)
 -- param: to timestamp = now : end of the range (exclusive)
 -- param: source string = * : one source, or * for all
 WITH scoped AS (
     SELECT * FROM events
-    WHERE timestamp >= $from AND timestamp < $to AND ($source = '*' OR source = $source)
+    WHERE timestamp >= date_trunc('week', $from) AND timestamp < $to AND ($source = '*' OR source = $source)
       AND type IN ('page', 'screen', 'track')
 ),
 identified AS (
@@ -19,6 +19,7 @@ activity AS (
     SELECT DISTINCT coalesce(s.user_id, i.known_user, s.anonymous_id) AS visitor,
            date_trunc('week', s.timestamp) AS week
     FROM scoped s LEFT JOIN identified i ON s.anonymous_id = i.anonymous_id
+    WHERE coalesce(s.user_id, i.known_user, s.anonymous_id) IS NOT NULL
 ),
 cohorts AS (
     SELECT visitor, min(week) AS cohort FROM activity GROUP BY visitor

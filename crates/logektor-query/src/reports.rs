@@ -56,15 +56,25 @@ const BUILT_IN: &[(&str, &str)] = &[
     ),
 ];
 
+/// The longest range a report may cover (two years): bounds what one request can scan.
+const MAX_RANGE_MICROS: i64 = 732 * 86_400_000_000;
+
 /// A parameter's type.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ParamType {
     Timestamp,
     String,
-    Int { min: i64, max: i64 },
+    Int {
+        min: i64,
+        max: i64,
+    },
     Interval,
-    List,
+    /// Comma-separated items, trimmed, `min..=max` of them (or `*` where the report allows all).
+    List {
+        min: usize,
+        max: usize,
+    },
 }
 
 impl ParamType {
@@ -73,11 +83,28 @@ impl ParamType {
             "timestamp" => Ok(ParamType::Timestamp),
             "string" => Ok(ParamType::String),
             "interval" => Ok(ParamType::Interval),
-            "list" => Ok(ParamType::List),
+            "list" => Ok(ParamType::List { min: 1, max: 50 }),
             "int" => Ok(ParamType::Int {
                 min: i64::MIN,
                 max: i64::MAX,
             }),
+            other if other.starts_with("list(") => {
+                let (min, max) = other
+                    .strip_prefix("list(")
+                    .and_then(|rest| rest.strip_suffix(')'))
+                    .and_then(|range| range.split_once(".."))
+                    .ok_or_else(|| format!("unknown parameter type {other:?}"))?;
+                Ok(ParamType::List {
+                    min: min
+                        .trim()
+                        .parse()
+                        .map_err(|_| format!("bad range in {other:?}"))?,
+                    max: max
+                        .trim()
+                        .parse()
+                        .map_err(|_| format!("bad range in {other:?}"))?,
+                })
+            }
             other => {
                 let range = other
                     .strip_prefix("int(")
@@ -106,7 +133,7 @@ impl ParamType {
             ParamType::String => "string",
             ParamType::Int { .. } => "int",
             ParamType::Interval => "interval",
-            ParamType::List => "list",
+            ParamType::List { .. } => "list",
         }
     }
 }
@@ -225,12 +252,19 @@ impl Report {
             Some(ScalarValue::TimestampMicrosecond(Some(from), _)),
             Some(ScalarValue::TimestampMicrosecond(Some(to), _)),
         ) = (values.get("from"), values.get("to"))
-            && from >= to
         {
-            return Err(ReportError::BadParam {
-                name: "to".into(),
-                message: "must be after \"from\"".into(),
-            });
+            if from >= to {
+                return Err(ReportError::BadParam {
+                    name: "to".into(),
+                    message: "must be after \"from\"".into(),
+                });
+            }
+            if to - from > MAX_RANGE_MICROS {
+                return Err(ReportError::BadParam {
+                    name: "from".into(),
+                    message: "the range may span at most 732 days".into(),
+                });
+            }
         }
         Ok(ParamValues::Map(
             values
@@ -273,11 +307,30 @@ fn bind_value(kind: &ParamType, raw: &str, now_micros: i64) -> Result<ScalarValu
             Some(parse_time(raw, now_micros)?),
             Some("UTC".into()),
         )),
-        ParamType::String | ParamType::List => {
+        ParamType::String => {
             if raw.len() > 4096 {
                 return Err("is longer than 4096 bytes".into());
             }
             Ok(ScalarValue::Utf8(Some(raw.to_owned())))
+        }
+        ParamType::List { min, max } => {
+            if raw.len() > 4096 {
+                return Err("is longer than 4096 bytes".into());
+            }
+            if raw == "*" {
+                return Ok(ScalarValue::Utf8(Some(raw.to_owned())));
+            }
+            let items: Vec<&str> = raw.split(',').map(str::trim).collect();
+            if items.iter().any(|item| item.is_empty()) {
+                return Err("has an empty item".into());
+            }
+            if items.len() < *min || items.len() > *max {
+                return Err(format!(
+                    "has {} items; between {min} and {max} are allowed",
+                    items.len()
+                ));
+            }
+            Ok(ScalarValue::Utf8(Some(items.join(","))))
         }
         ParamType::Int { min, max } => {
             let value: i64 = raw
@@ -301,7 +354,8 @@ pub fn parse_time(text: &str, now_micros: i64) -> Result<i64, String> {
         return Ok(now_micros);
     }
     if let Some(relative) = text.strip_prefix('-') {
-        let (number, unit) = relative.split_at(relative.len().saturating_sub(1));
+        let unit_start = relative.char_indices().last().map_or(0, |(index, _)| index);
+        let (number, unit) = relative.split_at(unit_start);
         let amount: i64 = number
             .parse()
             .map_err(|_| format!("{text:?} is not a time"))?;
@@ -412,6 +466,8 @@ mod tests {
             (vec![("from", "yesterday")], "from"),
             (vec![("from", "2024-05-02"), ("to", "2024-05-01")], "to"),
             (vec![("colour", "red")], "colour"),
+            (vec![("from", "-5é")], "from"),
+            (vec![("from", "1970-01-01")], "from"),
         ] {
             match report.bind(&given(&pairs), now) {
                 Err(ReportError::BadParam { name: bad, .. }) => assert_eq!(bad, name, "{pairs:?}"),

@@ -254,10 +254,13 @@ fn run_report(args: ReportArgs) -> anyhow::Result<()> {
                     .as_ref()
                     .map(|d| format!(", default {d}"))
                     .unwrap_or_default();
+                let flag = match param.name.as_str() {
+                    "from" | "to" | "source" => format!("--{}", param.name),
+                    other => format!("--param {other}=…"),
+                };
                 writeln!(
                     text,
-                    "    --{} ({}{default}) {}",
-                    param.name,
+                    "    {flag} ({}{default}) {}",
                     param.kind.name(),
                     param.description
                 )?;

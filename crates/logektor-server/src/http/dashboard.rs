@@ -47,6 +47,8 @@ pub(super) struct SignIn {
 /// `POST /login`: checks the read token and keeps it in a cookie.
 pub(super) async fn login(
     State(state): State<Arc<AppState>>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
     Form(form): Form<SignIn>,
 ) -> Response {
     let token = form.token.trim();
@@ -57,7 +59,14 @@ pub(super) async fn login(
         )
             .into_response();
     }
-    let cookie = format!("{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age=2592000");
+    // Behind a trusted TLS-terminating proxy the cookie never travels over plain HTTP.
+    let https = state.sources.is_trusted_proxy(peer.ip())
+        && headers
+            .get("x-forwarded-proto")
+            .is_some_and(|v| v.as_bytes() == b"https");
+    let secure = if https { "; Secure" } else { "" };
+    let cookie =
+        format!("{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age=2592000{secure}");
     let mut response = (StatusCode::SEE_OTHER, [(header::LOCATION, "/")]).into_response();
     if let Ok(value) = HeaderValue::from_str(&cookie) {
         response.headers_mut().insert(header::SET_COOKIE, value);
@@ -102,7 +111,9 @@ impl Range {
             .cloned()
             .unwrap_or_else(|| date(now - 29 * DAY));
         let parse = |text: &str| logektor_query::reports::parse_time(text, now);
-        let span = parse(&to)? - parse(&from)?;
+        let span = parse(&to)?
+            .checked_sub(parse(&from)?)
+            .ok_or("the range is too long")?;
         if span <= 0 {
             return Err("the end of the range must be after its start".into());
         }
@@ -219,7 +230,12 @@ pub(super) async fn page(
         referrers: run(&state, "referrers", base.clone()).await,
         utm: run(&state, "utm", base.clone()).await,
         devices: run(&state, "devices", with(&[("limit", "5")])).await,
-        events: run(&state, "events", with(&[("interval", "week")])).await,
+        events: run(
+            &state,
+            "events",
+            with(&[("interval", "week"), ("limit", "20")]),
+        )
+        .await,
         funnel: run(&state, "funnel", funnel_params).await,
         retention: run(&state, "retention", base.clone()).await,
         live: run(&state, "live", with(&[])).await,
@@ -350,11 +366,13 @@ fn number(row: &Row, key: &str) -> f64 {
 fn text(row: &Row, key: &str) -> String {
     match row.get(key) {
         // Report timestamps read as dates (or date and minute) on the page.
-        Some(Value::String(s)) if s.len() >= 20 && s.as_bytes().get(10) == Some(&b'T') => {
-            if s[10..].starts_with("T00:00:00") {
-                s[..10].to_owned()
-            } else {
-                s[..16].replace('T', " ")
+        Some(Value::String(s)) if matches!(key, "bucket" | "day" | "cohort") => {
+            match chrono::DateTime::parse_from_rfc3339(s) {
+                Ok(time) if time.format("%H:%M:%S").to_string() == "00:00:00" => {
+                    time.format("%Y-%m-%d").to_string()
+                }
+                Ok(time) => time.format("%Y-%m-%d %H:%M").to_string(),
+                Err(_) => s.clone(),
             }
         }
         Some(Value::String(s)) => s.clone(),
@@ -491,9 +509,9 @@ fn timeseries_chart(rows: &Result<Vec<Row>, String>, interval: &str) -> Markup {
         .map(|r| {
             let bucket = text(r, "bucket");
             if interval == "hour" {
-                bucket.get(5..16).unwrap_or(&bucket).replace('T', " ")
+                bucket.chars().skip(5).collect()
             } else {
-                bucket.get(0..10).unwrap_or(&bucket).to_owned()
+                bucket
             }
         })
         .collect();

@@ -391,6 +391,21 @@ fn reports_match_golden_files_and_an_independent_computation() {
                "avg_session_seconds_previous": 0.0})
     );
 
+    // A session running at the start of the range belongs to the range before: the midnight
+    // session (23:50 to 00:10) has no entry page on the 13th, and one on the 12th.
+    let entries = |from: &str, to: &str| {
+        run_report(
+            &server,
+            "entry_pages",
+            &format!("from={from}&to={to}&source=mobile"),
+        )
+    };
+    assert_eq!(entries("2024-04-13", "2024-04-14"), json!([]));
+    assert_eq!(
+        entries("2024-04-12", "2024-04-13"),
+        json!([{"entry_page": "/", "sessions": 1, "visitors": 1}])
+    );
+
     // Independent computation over the fixture.
     let model = Model::new(&events, START, START + 35 * DAY);
     let overview = &buffered["overview"][0];
@@ -447,6 +462,35 @@ fn reports_match_golden_files_and_an_independent_computation() {
         })
         .collect();
     assert_eq!(retention, model.retention());
+
+    // Active users on 2024-04-08 (the report's first day), with identities linked over the 29
+    // days before it too.
+    let day = START + 7 * DAY;
+    let window = Model::new(&events, day - 29 * DAY, START + 14 * DAY);
+    let first = &buffered["active_users"][0];
+    assert_eq!(first["day"], "2024-04-08T00:00:00Z");
+    let active = |from: i64| {
+        window
+            .activity
+            .iter()
+            .filter(|a| a.1 >= from && a.1 < day + DAY)
+            .map(|a| a.0.as_str())
+            .collect::<BTreeSet<_>>()
+            .len()
+    };
+    assert_eq!(
+        (
+            first["dau"].as_u64(),
+            first["wau"].as_u64(),
+            first["mau"].as_u64()
+        ),
+        (
+            Some(active(day) as u64),
+            Some(active(day - 6 * DAY) as u64),
+            Some(active(day - 29 * DAY) as u64)
+        ),
+        "{first}"
+    );
 
     // Flushed: the same answers from the table.
     server.stop();

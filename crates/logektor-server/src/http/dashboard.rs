@@ -222,23 +222,38 @@ pub(super) async fn page(
         Some(steps) => with(&[("steps", steps.as_str())]),
         None => base.clone(),
     };
-    let panels = Panels {
-        overview: run(&state, "overview", base.clone()).await,
-        timeseries: run(&state, "timeseries", with(&[("interval", range.interval)])).await,
-        top_pages: run(&state, "top_pages", base.clone()).await,
-        entry_pages: run(&state, "entry_pages", base.clone()).await,
-        referrers: run(&state, "referrers", base.clone()).await,
-        utm: run(&state, "utm", base.clone()).await,
-        devices: run(&state, "devices", with(&[("limit", "5")])).await,
-        events: run(
+    // The panels' reports run concurrently on the compute runtime.
+    let (overview, timeseries, top_pages, entry_pages, referrers, utm) = futures::join!(
+        run(&state, "overview", base.clone()),
+        run(&state, "timeseries", with(&[("interval", range.interval)])),
+        run(&state, "top_pages", base.clone()),
+        run(&state, "entry_pages", base.clone()),
+        run(&state, "referrers", base.clone()),
+        run(&state, "utm", base.clone()),
+    );
+    let (devices, events, funnel, retention, live) = futures::join!(
+        run(&state, "devices", with(&[("limit", "5")])),
+        run(
             &state,
             "events",
-            with(&[("interval", "week"), ("limit", "20")]),
-        )
-        .await,
-        funnel: run(&state, "funnel", funnel_params).await,
-        retention: run(&state, "retention", base.clone()).await,
-        live: run(&state, "live", with(&[])).await,
+            with(&[("interval", "week"), ("limit", "20")])
+        ),
+        run(&state, "funnel", funnel_params),
+        run(&state, "retention", base.clone()),
+        run(&state, "live", with(&[])),
+    );
+    let panels = Panels {
+        overview,
+        timeseries,
+        top_pages,
+        entry_pages,
+        referrers,
+        utm,
+        devices,
+        events,
+        funnel,
+        retention,
+        live,
     };
     let markup = dashboard_page(&range, &sources, steps.as_deref(), &panels);
     let mut response = axum::response::Html(markup.into_string()).into_response();

@@ -251,6 +251,9 @@ impl Ingester {
             (self.wal.enqueue(payload, batch), skip)
         };
         let count = events.len() - skip.len();
+        if !skip.is_empty() {
+            metrics::counter!("logektor_events_duplicate_total").increment(skip.len() as u64);
+        }
         let appended = match pending {
             Ok(pending) => pending.wait().await,
             Err(err) => Err(err),
@@ -259,6 +262,7 @@ impl Ingester {
             self.dedup.forget(&keys, &skip);
             return Err(err.into());
         }
+        metrics::counter!("logektor_events_accepted_total").increment(count as u64);
         let stats = self.buffer.stats();
         if stats.rows >= self.flush.max_rows || stats.bytes >= self.flush.max_bytes {
             self.wake_flusher.notify_one();
@@ -322,6 +326,7 @@ impl Ingester {
             // write). Re-read the table's record of our position; until that succeeds the
             // writer is stale and nothing is written.
             warn!(error = %err, "commit failed; checking whether it landed");
+            metrics::counter!("logektor_flush_failures_total").increment(1);
             writer.stale = true;
             writer.table = writer.table.reopen().await?;
             writer.stale = false;
@@ -330,6 +335,8 @@ impl Ingester {
                 return Err(err);
             }
         } else {
+            metrics::histogram!("logektor_flush_seconds").record(started.elapsed());
+            metrics::counter!("logektor_flushed_rows_total").increment(rows as u64);
             info!(
                 rows,
                 through_seq = through,

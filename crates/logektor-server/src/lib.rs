@@ -15,6 +15,7 @@ pub mod export;
 pub mod http;
 pub mod import;
 pub mod keys;
+pub mod metrics;
 pub mod offline;
 mod run;
 pub mod sources;

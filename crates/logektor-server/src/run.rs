@@ -144,6 +144,7 @@ async fn serve(
         sources,
         salts: Salts::new(layout::salt_file(&args.data_dir)),
         reports: logektor_query::reports::Reports::built_in(),
+        metrics: crate::metrics::install(),
     });
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

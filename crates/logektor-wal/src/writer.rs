@@ -329,6 +329,7 @@ where
             let _ = self.file.set_len(self.file_len);
             let reason = format!("write or fsync of {} failed: {err}", self.path.display());
             error!(%reason, "WAL failed; refusing further writes");
+            metrics::counter!("logektor_wal_failures_total").increment(1);
             *self.failure.lock().expect("wal failure lock") = Some(reason.clone());
             for (_, _, reply) in group {
                 let _ = reply.send(Err(Error::Failed(reason.clone())));
@@ -336,6 +337,8 @@ where
             return;
         }
         self.stats.syncs.fetch_add(1, Ordering::Relaxed);
+        metrics::histogram!("logektor_wal_group_commit_seconds").record(started.elapsed());
+        metrics::histogram!("logektor_wal_group_records").record(group.len() as f64);
         self.stats
             .sync_micros
             .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);

@@ -39,6 +39,8 @@ pub struct AppState {
     pub salts: Salts,
     /// The named reports of `queries/`.
     pub reports: logektor_query::reports::Reports,
+    /// Renders the Prometheus metrics.
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
 }
 
 /// The whole API.
@@ -77,6 +79,7 @@ pub fn router(state: Arc<AppState>) -> Router {
 
     Router::new()
         .route("/health", get(health))
+        .route("/metrics", get(metrics))
         .route("/", get(dashboard::page))
         .route("/login", post(dashboard::login))
         .route("/logout", post(dashboard::logout))
@@ -92,6 +95,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/admin/forget", post(admin::forget))
         .merge(collect)
         .fallback(not_found)
+        .layer(axum::middleware::from_fn(crate::metrics::track_http))
         // Spans name the path only: query strings may carry a write key.
         .layer(
             TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
@@ -132,6 +136,25 @@ fn require_bearer(
         return Err(ApiError::unauthorized(format!("invalid {kind}")));
     }
     Ok(())
+}
+
+/// `GET /metrics`: Prometheus text, behind the admin token (labels name sources and routes).
+async fn metrics(
+    axum::extract::State(state): axum::extract::State<Arc<AppState>>,
+    headers: axum::http::HeaderMap,
+) -> Result<Response, ApiError> {
+    require_bearer(&headers, "admin token", |token| {
+        state.keys.is_admin_token(token)
+    })?;
+    let buffer = state.ingester.buffer().stats();
+    ::metrics::gauge!("logektor_buffer_rows").set(buffer.rows as f64);
+    ::metrics::gauge!("logektor_buffer_bytes").set(buffer.bytes as f64);
+    let mut response = state.metrics.render().into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    Ok(response)
 }
 
 async fn health() -> Json<serde_json::Value> {
@@ -234,6 +257,7 @@ impl From<QueryError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        ::metrics::counter!("logektor_errors_total", "code" => self.code).increment(1);
         let body = Json(json!({"success": false, "error": self.message, "code": self.code}));
         let mut response = (self.status, body).into_response();
         if let Some(seconds) = self.retry_after_secs {

@@ -88,9 +88,14 @@ pub(super) async fn stream_query(
     let (head_tx, head_rx) = oneshot::channel::<Result<(), QueryError>>();
     let (chunk_tx, chunk_rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     state.compute.spawn(async move {
+        let started = std::time::Instant::now();
+        let failed = |err: &QueryError| {
+            metrics::counter!("logektor_query_errors_total", "code" => err.code()).increment(1);
+        };
         let mut stream = match engine.execute_with_params(&sql, params).await {
             Ok(stream) => stream,
             Err(err) => {
+                failed(&err);
                 let _ = head_tx.send(Err(err));
                 return;
             }
@@ -99,12 +104,14 @@ pub(super) async fn stream_query(
         let mut encoder = match BatchEncoder::new(format, &stream.schema()) {
             Ok(encoder) => encoder,
             Err(err) => {
+                failed(&err);
                 let _ = head_tx.send(Err(err));
                 return;
             }
         };
         let mut pending = match first {
             Some(Err(err)) => {
+                failed(&err);
                 let _ = head_tx.send(Err(err));
                 return;
             }
@@ -121,6 +128,7 @@ pub(super) async fn stream_query(
                     None => break,
                     Some(Ok(batch)) => batch,
                     Some(Err(err)) => {
+                        failed(&err);
                         warn!(error = %err, "query failed while streaming its result");
                         let failure = Err(std::io::Error::other(err.to_string()));
                         let _ = tokio::time::timeout(send_timeout, chunk_tx.send(failure)).await;
@@ -145,6 +153,7 @@ pub(super) async fn stream_query(
                 return; // the client went away or stopped reading
             }
         }
+        metrics::histogram!("logektor_query_seconds").record(started.elapsed());
         let tail = encoder
             .finish()
             .map_err(|err| std::io::Error::other(err.to_string()));

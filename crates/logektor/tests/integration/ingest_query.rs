@@ -351,3 +351,54 @@ fn named_reports_list_run_and_refuse_bad_parameters() {
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("parameter \"limit\""));
 }
+
+#[test]
+fn metrics_describe_ingest_wal_flushes_and_queries() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), &[]);
+    let commits = delta_commits(dir.path());
+    send_batches(&server, &track_events("met", 30), 10);
+    // A retried batch: ten duplicates.
+    send_batches(&server, &track_events("met", 10), 10);
+    assert_eq!(server.count("SELECT count(*) AS n FROM events"), 30);
+    let (status, _) = server.sql_raw("SELECT nope FROM events", "json");
+    assert_eq!(status, 400);
+    wait_for_commit_after(dir.path(), commits);
+
+    let get = |token: Option<&str>| {
+        let mut request = server.client().get(server.url("/metrics"));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().unwrap();
+        (response.status().as_u16(), response.text().unwrap())
+    };
+    assert_eq!(get(None).0, 401);
+    assert_eq!(get(Some(READ_TOKEN)).0, 401);
+    let (status, text) = get(Some(crate::support::ADMIN_TOKEN));
+    assert_eq!(status, 200);
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find(|line| line.starts_with(name) && !line.starts_with('#'))
+            .and_then(|line| line.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from /metrics:\n{text}"))
+    };
+    assert_eq!(value("logektor_events_accepted_total "), 30.0);
+    assert_eq!(value("logektor_events_duplicate_total "), 10.0);
+    assert!(value("logektor_wal_group_commit_seconds_count ") >= 1.0);
+    assert!(value("logektor_flushed_rows_total ") >= 1.0);
+    assert!(value("logektor_flush_seconds_count ") >= 1.0);
+    assert!(value("logektor_query_seconds_count ") >= 1.0);
+    assert_eq!(
+        value("logektor_query_errors_total{code=\"invalid_sql\"} "),
+        1.0
+    );
+    assert!(value("logektor_buffer_rows ") >= 0.0);
+    assert_eq!(
+        value("logektor_http_requests_total{route=\"/v1/{call}\",status=\"200\"} "),
+        4.0
+    );
+    // Route patterns, never raw paths: no write key or path parameter becomes a label.
+    assert!(!text.contains("/v1/batch"), "{text}");
+}

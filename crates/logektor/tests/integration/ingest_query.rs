@@ -375,7 +375,15 @@ fn metrics_describe_ingest_wal_flushes_and_queries() {
     };
     assert_eq!(get(None).0, 401);
     assert_eq!(get(Some(READ_TOKEN)).0, 401);
-    let (status, text) = get(Some(crate::support::ADMIN_TOKEN));
+    // The flush records its metrics just after its commit file appears: poll briefly.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let (status, text) = loop {
+        let (status, text) = get(Some(crate::support::ADMIN_TOKEN));
+        if text.contains("logektor_flushed_rows_total ") || std::time::Instant::now() > deadline {
+            break (status, text);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
     assert_eq!(status, 200);
     let value = |name: &str| -> f64 {
         text.lines()

@@ -157,6 +157,7 @@ impl Ingester {
             }
             replay_rows += events.len();
             buffer.push([(record.seq, to_record_batch(&events))]);
+            logektor_table::faults::crash_point("replay");
         }
         info!(
             committed_seq = committed,
@@ -335,6 +336,7 @@ impl Ingester {
                 return Err(err);
             }
         } else {
+            logektor_table::faults::crash_point("flush-after-commit");
             metrics::histogram!("logektor_flush_seconds").record(started.elapsed());
             metrics::counter!("logektor_flushed_rows_total").increment(rows as u64);
             info!(

@@ -122,6 +122,34 @@ pub struct ServeArgs {
     #[arg(long, env = "LOGEKTOR_MAX_BUFFER_BYTES", default_value = "512MiB", value_parser = parse_bytes)]
     pub max_buffer_bytes: usize,
 
+    /// Ingest requests (POST bodies) handled at once; more are answered 429 with Retry-After
+    /// at once instead of queueing, which bounds the memory bodies in flight can take.
+    #[arg(long, env = "LOGEKTOR_MAX_CONCURRENT_INGEST", default_value_t = 256)]
+    pub max_concurrent_ingest: usize,
+
+    /// Open client connections; further connections wait in the kernel's accept queue.
+    #[arg(long, env = "LOGEKTOR_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
+
+    /// Time a client has to send a request's headers, and how long an idle keep-alive
+    /// connection stays open.
+    #[arg(long, env = "LOGEKTOR_HEADER_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
+    pub header_timeout: Duration,
+
+    /// Time a client has to send a request body.
+    #[arg(long, env = "LOGEKTOR_BODY_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub body_timeout: Duration,
+
+    /// Test hook (RELIABILITY.md): abort the process at a named point, `NAME` or `NAME:N`
+    /// for the N-th time the point is reached.
+    #[arg(long, hide = true)]
+    pub crash_at: Option<String>,
+
+    /// Test hook (RELIABILITY.md): route the table's object-store calls through a switch file;
+    /// while it holds `fail` they fail, while it holds `stall` they wait.
+    #[arg(long, hide = true)]
+    pub inject_store_faults: Option<PathBuf>,
+
     /// Start a new WAL segment file after this size.
     #[arg(long, env = "LOGEKTOR_WAL_SEGMENT_BYTES", default_value = "64MiB", value_parser = parse_bytes)]
     pub wal_segment_bytes: usize,

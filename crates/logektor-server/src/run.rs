@@ -89,10 +89,19 @@ async fn serve(
         "starting logektor"
     );
 
+    if let Some(point) = &args.crash_at {
+        logektor_table::faults::arm_crash_point(point).map_err(|err| anyhow::anyhow!(err))?;
+        warn!(point, "test hook: crash point armed");
+    }
+    let mut table = TableLocation::local(&layout::table_dir(&args.data_dir))?;
+    if let Some(switch) = &args.inject_store_faults {
+        warn!(switch = %switch.display(), "test hook: object-store faults injected through a switch file");
+        table = table.with_fault_switch(switch.clone());
+    }
     let mut wal = WalConfig::new(layout::wal_dir(&args.data_dir));
     wal.segment_bytes = args.wal_segment_bytes as u64;
     let config = IngestConfig {
-        table: TableLocation::local(&layout::table_dir(&args.data_dir))?,
+        table,
         wal,
         flush: FlushConfig {
             interval: args.flush_interval,
@@ -145,6 +154,10 @@ async fn serve(
         salts: Salts::new(layout::salt_file(&args.data_dir)),
         reports: logektor_query::reports::Reports::built_in(),
         metrics: crate::metrics::install(),
+        body_timeout: args.body_timeout,
+        ingest_permits: Arc::new(tokio::sync::Semaphore::new(
+            args.max_concurrent_ingest.max(1),
+        )),
     });
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -157,14 +170,11 @@ async fn serve(
         shutdown_signal().await;
         let _ = stopping_tx.send(true);
     });
-    let mut stop_accepting = stopping.clone();
-    let server = axum::serve(
-        listener,
-        router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        let _ = stop_accepting.wait_for(|stop| *stop).await;
-    });
+    let limits = ConnectionLimits {
+        max_connections: args.max_connections.max(1),
+        header_timeout: args.header_timeout,
+    };
+    let server = serve_connections(listener, router(state), limits, stopping.clone());
     // A client that never finishes its request must not keep the buffer from being flushed.
     let mut drain_limit = stopping.clone();
     let drain_deadline = async move {
@@ -172,7 +182,7 @@ async fn serve(
         tokio::time::sleep(DRAIN_TIMEOUT).await;
     };
     tokio::select! {
-        served = server => served.context("serving HTTP")?,
+        () = server => {}
         () = drain_deadline => warn!(?DRAIN_TIMEOUT, "connections still open; flushing without them"),
     }
 
@@ -190,6 +200,77 @@ async fn serve(
         .context("final flush")?;
     info!("shutdown complete");
     Ok(())
+}
+
+/// Bounds on client connections.
+struct ConnectionLimits {
+    /// Connections served at once; the next `accept` waits for one to close.
+    max_connections: usize,
+    /// Time to send request headers; also how long an idle keep-alive connection stays.
+    header_timeout: std::time::Duration,
+}
+
+/// Accepts connections until `stopping` turns true, then waits for the open ones to finish
+/// their requests. Differs from `axum::serve` in the bounds: at most `max_connections` at once
+/// (a permit per connection, so a flood of clients waits in the kernel's backlog rather than
+/// taking memory and file descriptors), and a header timeout, which hyper only enforces with a
+/// timer that `axum::serve` does not install. Slow bodies are bounded by `--body-timeout` in
+/// the handlers.
+async fn serve_connections(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    limits: ConnectionLimits,
+    mut stopping: watch::Receiver<bool>,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tower::ServiceExt;
+
+    let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = stopping.wait_for(|stop| *stop) => break,
+            accepted = async {
+                let permit = Arc::clone(&permits).acquire_owned().await;
+                (permit, listener.accept().await)
+            } => accepted,
+        };
+        let (stream, peer) = match accepted {
+            (Ok(permit), Ok((stream, peer))) => ((stream, permit), peer),
+            (_, Err(err)) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                warn!(error = %err, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+            (Err(_), _) => break,
+        };
+        let (stream, permit) = stream;
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let service = hyper::service::service_fn(
+            move |mut request: hyper::Request<hyper::body::Incoming>| {
+                request
+                    .extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                app.clone().oneshot(request.map(axum::body::Body::new))
+            },
+        );
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_timeout);
+        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::debug!(error = %err, %peer, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
 }
 
 async fn shutdown_signal() {

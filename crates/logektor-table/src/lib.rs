@@ -17,6 +17,7 @@
 //! `>= n` in that same commit; there is no window in which rows are in the table but their WAL
 //! position is not.
 
+pub mod faults;
 mod layout;
 pub mod maintenance;
 mod table;

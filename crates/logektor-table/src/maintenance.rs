@@ -356,6 +356,7 @@ pub async fn compact(
         return Ok(report);
     }
     sync_local_files(location, &written)?;
+    crate::faults::crash_point("compaction-before-commit");
     let lease = Transaction::new(
         COMPACTION_APP_ID,
         i64::try_from(read_version).unwrap_or(i64::MAX),

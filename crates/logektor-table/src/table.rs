@@ -27,6 +27,8 @@ const MAX_APPEND_CONFLICTS: usize = 10;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableLocation {
     url: Url,
+    /// `--inject-store-faults`: the switch file of a [`crate::faults::FaultyStore`].
+    fault_switch: Option<PathBuf>,
 }
 
 impl TableLocation {
@@ -42,7 +44,17 @@ impl TableLocation {
             .map_err(|err| location_error(err.to_string()))?;
         let url = Url::from_directory_path(&absolute)
             .map_err(|()| location_error("not an absolute path".into()))?;
-        Ok(Self { url })
+        Ok(Self {
+            url,
+            fault_switch: None,
+        })
+    }
+
+    /// Routes every object-store call through a [`crate::faults::FaultyStore`] controlled by
+    /// `switch` (tests only).
+    pub fn with_fault_switch(mut self, switch: PathBuf) -> Self {
+        self.fault_switch = Some(switch);
+        self
     }
 
     /// A URL (`file:///...`, `s3://bucket/prefix`) or a local path.
@@ -55,7 +67,10 @@ impl TableLocation {
                 })?;
                 Self::local(&path)
             }
-            Ok(url) if url.scheme().len() > 1 => Ok(Self { url }),
+            Ok(url) if url.scheme().len() > 1 => Ok(Self {
+                url,
+                fault_switch: None,
+            }),
             _ => Self::local(Path::new(text)),
         }
     }
@@ -204,6 +219,7 @@ impl EventTable {
         // deletes WAL segments after this returns, so the files must be durable first.
         let paths: Vec<String> = adds.iter().map(|add| add.path.clone()).collect();
         sync_local_files(&self.location, &paths)?;
+        crate::faults::crash_point("flush-before-commit");
         let operation = DeltaOperation::Write {
             mode: SaveMode::Append,
             partition_by: Some(vec![EVENT_DATE.to_owned()]),
@@ -267,12 +283,18 @@ impl EventTable {
 /// without `_delta_log` is known to be empty without asking the Delta kernel (which logs an
 /// error for an empty log).
 pub(crate) async fn load_if_exists(location: &TableLocation) -> Result<DeltaTable> {
+    let mut builder = deltalake::DeltaTableBuilder::from_url(location.url().clone())?;
+    if let Some(switch) = &location.fault_switch {
+        let store = builder.build_storage()?.root_object_store(None);
+        let faulty = crate::faults::FaultyStore::new(store, switch.clone());
+        builder = builder.with_storage_backend(Arc::new(faulty), location.url().clone());
+    }
     if let Some(path) = location.local_path()
         && !path.join("_delta_log").is_dir()
     {
-        return Ok(deltalake::DeltaTableBuilder::from_url(location.url().clone())?.build()?);
+        return Ok(builder.build()?);
     }
-    Ok(DeltaTable::try_from_url(location.url().clone()).await?)
+    Ok(builder.load().await?)
 }
 
 async fn committed_seq(table: &DeltaTable, app_id: &str) -> Result<u64> {

@@ -45,9 +45,21 @@ pub enum Error {
     Closed,
     #[error("the WAL failed earlier and refuses writes until restart: {0}")]
     Failed(String),
+    /// A write failed (e.g. the disk is full) and was undone; later appends may succeed.
+    #[error("the WAL could not write this group (retry later): {0}")]
+    WriteFailed(String),
 }
 
 impl Error {
+    /// A copy for each waiter of a failed group (`std::io::Error` is not `Clone`).
+    pub(crate) fn duplicate(&self) -> Self {
+        match self {
+            Self::WriteFailed(reason) => Self::WriteFailed(reason.clone()),
+            Self::Failed(reason) => Self::Failed(reason.clone()),
+            other => Self::Failed(other.to_string()),
+        }
+    }
+
     fn io(path: &Path, source: std::io::Error) -> Self {
         Self::Io {
             path: path.to_owned(),

@@ -1,7 +1,7 @@
 //! The group-commit writer thread and the [`Wal`] handle.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::io::{Seek, SeekFrom, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
@@ -318,16 +318,39 @@ where
             segment::encode_record(buffer, first_seq + offset as u64, payload);
         }
         let started = std::time::Instant::now();
-        let outcome = self
-            .file
-            .write_all(buffer)
-            .and_then(|()| self.file.sync_data());
-        if let Err(err) = outcome {
-            // Cut what this group may have left in the file, so a restart does not replay
-            // records whose senders were told they failed. Best effort: the log is poisoned
-            // either way.
+        if let Err(err) = self.file.write_all(buffer) {
+            // Nothing of this group is synced. Cut what it may have left in the file and go on:
+            // a full disk (ENOSPC) is temporary, and no acknowledged byte is involved. Only if
+            // the cut fails is the file's state unknown, and the log poisoned.
+            let reason = format!("write to {} failed: {err}", self.path.display());
+            metrics::counter!("logektor_wal_failures_total").increment(1);
+            let cut = self
+                .file
+                .set_len(self.file_len)
+                .and_then(|()| self.file.seek(SeekFrom::Start(self.file_len)).map(|_| ()));
+            let error = match cut {
+                Ok(()) => {
+                    warn!(%reason, "WAL write failed; the group is refused, the log stays usable");
+                    Error::WriteFailed(reason)
+                }
+                Err(cut_err) => {
+                    let reason = format!("{reason}; cutting the partial write failed: {cut_err}");
+                    error!(%reason, "WAL failed; refusing further writes");
+                    *self.failure.lock().expect("wal failure lock") = Some(reason.clone());
+                    Error::Failed(reason)
+                }
+            };
+            for (_, _, reply) in group {
+                let _ = reply.send(Err(error.duplicate()));
+            }
+            return;
+        }
+        if let Err(err) = self.file.sync_data() {
+            // After a failed fsync the kernel may have dropped the dirty pages while the file
+            // still reads back fine, so nothing written since the last good sync can be
+            // trusted: cut this group (best effort) and refuse all further writes.
             let _ = self.file.set_len(self.file_len);
-            let reason = format!("write or fsync of {} failed: {err}", self.path.display());
+            let reason = format!("fsync of {} failed: {err}", self.path.display());
             error!(%reason, "WAL failed; refusing further writes");
             metrics::counter!("logektor_wal_failures_total").increment(1);
             *self.failure.lock().expect("wal failure lock") = Some(reason.clone());

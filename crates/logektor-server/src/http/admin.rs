@@ -135,7 +135,7 @@ pub(super) async fn forget(
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
     authorize_admin(&state, &headers)?;
-    let raw = read_body(body, MAX_ADMIN_BODY).await?;
+    let raw = read_body(body, MAX_ADMIN_BODY, state.body_timeout).await?;
     let person: Person = serde_json::from_slice(&raw).map_err(|err| {
         ApiError::bad_request(
             "invalid_request",

@@ -49,7 +49,7 @@ pub(super) async fn segment(
         )
     })?;
     let limit = endpoint.max_body_bytes();
-    let raw = read_body(body, limit).await?;
+    let raw = read_body(body, limit, state.body_timeout).await?;
     let body = decode_content(&headers, raw, limit)?;
 
     // Credentials from the request line or headers are checked before the body is parsed;
@@ -158,8 +158,12 @@ pub(super) fn request_meta(
 }
 
 /// Reads the body up to `limit` bytes; more is a 413.
-pub(super) async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
-    match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, limit)).await {
+pub(super) async fn read_body(
+    body: Body,
+    limit: usize,
+    timeout: std::time::Duration,
+) -> Result<Bytes, ApiError> {
+    match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
         Ok(Ok(bytes)) => Ok(bytes),
         Ok(Err(_)) => Err(ApiError::too_large(format!(
             "request body is larger than the limit of {limit} bytes"
@@ -168,15 +172,12 @@ pub(super) async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiErro
             StatusCode::REQUEST_TIMEOUT,
             "timeout",
             format!(
-                "request body not received within {}s",
-                BODY_TIMEOUT.as_secs()
+                "request body not received within {}",
+                humantime::format_duration(timeout)
             ),
         )),
     }
 }
-
-/// How long a client may take to send its body.
-const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Undoes `Content-Encoding: gzip`, refusing output beyond `limit` bytes without inflating
 /// more than `limit + 1` bytes (a small bomb never becomes a large allocation).

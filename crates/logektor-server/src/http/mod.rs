@@ -41,6 +41,10 @@ pub struct AppState {
     pub reports: logektor_query::reports::Reports,
     /// Renders the Prometheus metrics.
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    /// Time a client has to send a request body.
+    pub body_timeout: std::time::Duration,
+    /// One permit per ingest request in flight (`--max-concurrent-ingest`).
+    pub ingest_permits: Arc<tokio::sync::Semaphore>,
 }
 
 /// The whole API.
@@ -75,7 +79,12 @@ pub fn router(state: Arc<AppState>) -> Router {
     for path in ["/flags", "/flags/"] {
         collect = collect.route(path, get(posthog::flags).post(posthog::flags));
     }
-    let collect = collect.layer(cors);
+    let collect = collect
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            limit_ingest,
+        ))
+        .layer(cors);
 
     Router::new()
         .route("/health", get(health))
@@ -110,6 +119,39 @@ pub fn router(state: Arc<AppState>) -> Router {
             }),
         )
         .with_state(state)
+}
+
+/// Sheds ingest load: a POST that finds all `--max-concurrent-ingest` permits taken is answered
+/// 429 with Retry-After before its body is read, so bodies in flight (and the WAL queue behind
+/// them) never take more than the permits allow. GETs (pixels, PostHog's query-string form)
+/// carry at most a header's worth of data and are not counted.
+async fn limit_ingest(
+    axum::extract::State(state): axum::extract::State<Arc<AppState>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if request.method() != Method::POST {
+        return next.run(request).await;
+    }
+    match Arc::clone(&state.ingest_permits).try_acquire_owned() {
+        Ok(permit) => {
+            let response = next.run(request).await;
+            drop(permit);
+            response
+        }
+        Err(_) => {
+            ::metrics::counter!("logektor_ingest_shed_total").increment(1);
+            ApiError {
+                retry_after_secs: Some(1),
+                ..ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "overloaded",
+                    "too many ingest requests in flight; retry later",
+                )
+            }
+            .into_response()
+        }
+    }
 }
 
 /// Checks the `Authorization: Bearer <token>` header against `valid`; `kind` names the token

@@ -29,7 +29,7 @@ pub(super) async fn capture(
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
     let limit = MAX_BATCH_BYTES;
-    let raw = read_body(body, limit).await?;
+    let raw = read_body(body, limit, state.body_timeout).await?;
     let raw = decode_content(&headers, raw, limit)?;
     // posthog-js puts `compression` in the query, or (lz64, base64) beside `data` in a form body.
     let form_compression = if raw.starts_with(b"data=") || raw.starts_with(b"compression=") {

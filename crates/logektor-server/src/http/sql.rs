@@ -33,7 +33,7 @@ pub(super) async fn sql(
     body: Body,
 ) -> Result<Response, ApiError> {
     authorize_read(&state, &headers)?;
-    let raw = read_body(body, MAX_SQL_BODY).await?;
+    let raw = read_body(body, MAX_SQL_BODY, state.body_timeout).await?;
     let is_json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

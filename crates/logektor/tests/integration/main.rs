@@ -6,6 +6,7 @@ mod compat;
 mod durability;
 mod ingest_query;
 mod offline;
+mod reliability;
 mod reports;
 mod sdk;
 mod support;

@@ -24,6 +24,15 @@ pub struct TestServer {
 impl TestServer {
     /// Starts a server on `data_dir`; `extra` adds flags (e.g. `--flush-interval`).
     pub fn start(data_dir: &Path, extra: &[&str]) -> Self {
+        match Self::try_start(data_dir, extra) {
+            Ok(server) => server,
+            Err(status) => panic!("server exited before listening: {status}"),
+        }
+    }
+
+    /// Like [`TestServer::start`], but a server that exits before it listens (a crash point
+    /// armed during replay) gives its exit status instead of a panic.
+    pub fn try_start(data_dir: &Path, extra: &[&str]) -> Result<Self, std::process::ExitStatus> {
         let mut child = Command::new(binary())
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
@@ -40,12 +49,13 @@ impl TestServer {
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
         let base = loop {
-            let line = lines
-                .next()
-                .expect("server exited before listening")
-                .expect("read stdout");
-            if let Some(address) = line.strip_prefix("Logektor listening on ") {
-                break address.trim().to_owned();
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(address) = line.strip_prefix("Logektor listening on ") {
+                        break address.trim().to_owned();
+                    }
+                }
+                _ => return Err(child.wait().expect("wait for logektor")),
             }
         };
         // Keep draining stdout so the server never blocks on a full pipe.
@@ -60,7 +70,39 @@ impl TestServer {
         };
         let health = server.client.get(server.url("/health")).send().unwrap();
         assert_eq!(health.status(), 200);
-        server
+        Ok(server)
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// The server's resident memory, from /proc.
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let kib: u64 = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .expect("VmRSS in /proc/PID/status");
+        kib * 1024
+    }
+
+    /// Waits up to `limit` for the server to exit by itself (a crash point); `None` if it is
+    /// still running.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let child = self.child.as_mut()?;
+        let started = Instant::now();
+        while started.elapsed() < limit {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -150,11 +192,12 @@ impl TestServer {
         );
     }
 
-    /// SIGKILL: no flush, no cleanup.
+    /// SIGKILL: no flush, no cleanup. A server that already exited (a crash point) is fine.
     pub fn kill(mut self) {
-        let mut child = self.child.take().unwrap();
-        child.kill().unwrap();
-        child.wait().unwrap();
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            child.wait().unwrap();
+        }
     }
 }
 

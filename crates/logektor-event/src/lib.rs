@@ -14,9 +14,13 @@
 //! [`segment::decode`], [`builder::EventBatchBuilder`], [`Event`].
 
 pub mod builder;
+pub mod compression;
 pub mod enrich;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod lzstring;
+pub mod pixel;
 pub mod posthog;
 pub mod schema;
 pub mod segment;

@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use logektor_event::{Endpoint, EventType};
 use logektor_ingest::Ingester;
-use serde_json::{Map, Value, json};
+use serde_json::json;
 
 use super::ingest::{request_meta, resolve_source};
 use super::{ApiError, AppState};
@@ -101,74 +101,17 @@ async fn store_pixel(
             ));
         }
     };
-    let get = |name: &str| {
-        params
-            .iter()
-            .find(|(key, value)| key == name && !value.is_empty())
-            .map(|(_, value)| value.clone())
-    };
-    let key = get("writeKey").ok_or_else(|| {
-        ApiError::unauthorized("missing write key: add ?writeKey= to the pixel URL")
-    })?;
-    let source = resolve_source(state, &key)?;
-    let mut message = Map::new();
-    if kind == EventType::Track {
-        let event = get("event").ok_or_else(|| {
-            ApiError::bad_request("invalid_event", "a track pixel needs ?event=<name>")
+    let key = params
+        .iter()
+        .find(|(key, value)| key == "writeKey" && !value.is_empty())
+        .map(|(_, value)| value.clone())
+        .ok_or_else(|| {
+            ApiError::unauthorized("missing write key: add ?writeKey= to the pixel URL")
         })?;
-        message.insert("event".into(), Value::String(event));
-    } else if let Some(name) = get("name") {
-        message.insert("name".into(), Value::String(name));
-    }
-    for (param, field) in [
-        ("userId", "userId"),
-        ("anonymousId", "anonymousId"),
-        ("messageId", "messageId"),
-        ("timestamp", "timestamp"),
-    ] {
-        if let Some(value) = get(param) {
-            message.insert(field.into(), Value::String(value));
-        }
-    }
-    let mut properties = Map::new();
-    for (name, value) in params {
-        if let Some(property) = name.strip_prefix("properties.")
-            && !property.is_empty()
-        {
-            properties.insert(property.to_owned(), Value::String(value.clone()));
-        }
-    }
-    let mut page = Map::new();
-    let url = get("url").or_else(|| {
-        headers
-            .get(header::REFERER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    });
-    if let Some(url) = url {
-        page.insert("url".into(), Value::String(url));
-    }
-    for field in ["title", "referrer"] {
-        if let Some(value) = get(field) {
-            page.insert(field.into(), Value::String(value));
-        }
-    }
-    let mut context = Map::new();
-    if kind == EventType::Page {
-        properties.extend(page);
-    } else if !page.is_empty() {
-        context.insert("page".into(), Value::Object(page));
-    }
-    context.insert(
-        "library".into(),
-        json!({"name": "logektor-pixel", "version": env!("CARGO_PKG_VERSION")}),
-    );
-    message.insert("context".into(), Value::Object(context));
-    if !properties.is_empty() {
-        message.insert("properties".into(), Value::Object(properties));
-    }
+    let source = resolve_source(state, &key)?;
+    let referer = headers.get(header::REFERER).and_then(|v| v.to_str().ok());
+    let body = logektor_event::pixel::message(kind, params, referer)?;
     let endpoint = Endpoint::Single(kind);
-    let body = serde_json::to_vec(&message).expect("a JSON map serializes");
     let parsed = Ingester::parse(endpoint, &body)?;
     if let Some(meta) = request_meta(state, source, headers, peer, true)? {
         state.ingester.ingest(meta, endpoint, parsed, body).await?;

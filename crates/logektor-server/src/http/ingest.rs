@@ -4,7 +4,6 @@
 //! the source's policy, user agent, cookieless id, Do-Not-Track, allowed origins).
 
 use std::collections::HashMap;
-use std::io::Read;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -203,17 +202,14 @@ pub(super) fn decode_content(
 
 /// Inflates a gzip body of at most `limit` bytes, reading no more than `limit + 1`.
 pub(super) fn gunzip(raw: &[u8], limit: usize) -> Result<Bytes, ApiError> {
-    let mut decoder = flate2::read::MultiGzDecoder::new(raw).take(limit as u64 + 1);
-    let mut out = Vec::with_capacity((raw.len() * 4).min(limit + 1));
-    decoder.read_to_end(&mut out).map_err(|err| {
-        ApiError::bad_request("invalid_encoding", format!("body is not valid gzip: {err}"))
-    })?;
-    if out.len() > limit {
-        return Err(ApiError::too_large(format!(
-            "decompressed body is larger than the limit of {limit} bytes"
-        )));
+    use logektor_event::compression::GunzipError;
+    match logektor_event::compression::gunzip(raw, limit) {
+        Ok(out) => Ok(Bytes::from(out)),
+        Err(err @ GunzipError::Invalid(_)) => {
+            Err(ApiError::bad_request("invalid_encoding", err.to_string()))
+        }
+        Err(err @ GunzipError::TooLarge { .. }) => Err(ApiError::too_large(err.to_string())),
     }
-    Ok(Bytes::from(out))
 }
 
 /// The write key from `Authorization: Basic base64(key:)` or `X-Write-Key`.

@@ -15,7 +15,8 @@ use logektor_table::TableSnapshot;
 use tokio::time::Instant;
 
 use crate::error::{QueryError, Result};
-use crate::provider::EventsProvider;
+use crate::provider::{EventsProvider, Scope};
+use datafusion::logical_expr::LogicalPlan;
 
 /// A consistent view: a table snapshot and the buffered batches that snapshot does not hold.
 #[derive(Clone, Default)]
@@ -121,9 +122,21 @@ impl QueryEngine {
         sql: &str,
         params: Option<datafusion::common::ParamValues>,
     ) -> Result<QueryStream> {
+        self.execute_in_scope(sql, params, &Scope::All).await
+    }
+
+    /// Like [`Self::execute_with_params`], seeing only the rows `scope` allows (see
+    /// [`crate::provider::EventsProvider`] for how the plan enforces it). EXPLAIN is refused
+    /// under a source scope: its plans and metrics describe the whole table.
+    pub async fn execute_in_scope(
+        &self,
+        sql: &str,
+        params: Option<datafusion::common::ParamValues>,
+        scope: &Scope,
+    ) -> Result<QueryStream> {
         let deadline = Instant::now() + self.config.timeout;
         let timeout = self.config.timeout;
-        match tokio::time::timeout_at(deadline, self.plan_and_start(sql, params)).await {
+        match tokio::time::timeout_at(deadline, self.plan_and_start(sql, params, scope)).await {
             Ok(Ok(stream)) => Ok(QueryStream {
                 schema: stream.schema(),
                 stream,
@@ -144,6 +157,7 @@ impl QueryEngine {
         &self,
         sql: &str,
         params: Option<datafusion::common::ParamValues>,
+        scope: &Scope,
     ) -> Result<SendableRecordBatchStream> {
         let ctx = self.session();
         let view = self.source.view();
@@ -153,9 +167,13 @@ impl QueryEngine {
             .provider(&ctx.state())
             .await
             .map_err(|err| internal(&err))?;
-        let provider =
-            EventsProvider::try_new(table, view.buffered, TableSnapshot::canonical_schema())
-                .map_err(|err| internal(&err))?;
+        let provider = EventsProvider::try_new(
+            table,
+            view.buffered,
+            TableSnapshot::canonical_schema(),
+            scope.clone(),
+        )
+        .map_err(|err| internal(&err))?;
         ctx.register_table("events", Arc::new(provider))
             .map_err(|err| internal(&err))?;
 
@@ -168,6 +186,16 @@ impl QueryEngine {
             .sql_with_options(sql, options)
             .await
             .map_err(|err| classify_planning_error(err, memory_limit))?;
+        if *scope != Scope::All
+            && matches!(
+                frame.logical_plan(),
+                LogicalPlan::Explain(_) | LogicalPlan::Analyze(_)
+            )
+        {
+            return Err(QueryError::NotAllowed(
+                "EXPLAIN is not available to a read token scoped to sources".into(),
+            ));
+        }
         if let Some(params) = params {
             frame = frame
                 .with_param_values(params)

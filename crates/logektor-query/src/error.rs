@@ -45,6 +45,18 @@ impl QueryError {
             | DataFusionError::NotImplemented(_)
             | DataFusionError::Execution(_)
             | DataFusionError::ArrowError(..) => QueryError::InvalidSql(root.to_string()),
+            // The Parquet reader evaluates pushed-down predicates; their failures (a cast or a
+            // division that fails on a value) come back wrapped as Parquet errors but are the
+            // query's, like the same failure above the scan.
+            DataFusionError::ParquetError(parquet)
+                if matches!(
+                    parquet.as_ref(),
+                    parquet::errors::ParquetError::External(inner)
+                        if inner.downcast_ref::<arrow::error::ArrowError>().is_some()
+                ) =>
+            {
+                QueryError::InvalidSql(root.to_string())
+            }
             DataFusionError::ResourcesExhausted(detail) => QueryError::MemoryLimit {
                 limit_bytes: memory_limit,
                 detail: detail.clone(),

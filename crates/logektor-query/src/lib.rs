@@ -24,3 +24,4 @@ pub mod reports;
 pub use engine::{EventsSource, EventsView, QueryConfig, QueryEngine, QueryStream, StaticSource};
 pub use error::{QueryError, Result};
 pub use format::{BatchEncoder, Format};
+pub use provider::Scope;

@@ -2,24 +2,60 @@
 
 use std::sync::Arc;
 
-use arrow::compute::cast;
-use arrow::datatypes::SchemaRef;
+use arrow::array::{Array, AsArray, BooleanArray};
+use arrow::compute::{cast, filter_record_batch};
+use arrow::datatypes::{DataType, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::DFSchema;
+use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::datasource::MemTable;
 use datafusion::error::Result;
-use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
-use datafusion::physical_plan::ExecutionPlan;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType, col, lit};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::union::UnionExec;
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
+
+/// Which sources a query may read: everything, or only the rows of some sources (a read
+/// token scoped to them).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Scope {
+    #[default]
+    All,
+    Sources(Arc<[String]>),
+}
+
+impl Scope {
+    pub fn allows(&self, source: &str) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Sources(sources) => sources.iter().any(|s| s == source),
+        }
+    }
+}
 
 /// A union of the table scan and the buffered batches. Each part gets the same projection,
 /// filters and limit; filters are `Inexact` so DataFusion re-applies them above the union.
+///
+/// Under a [`Scope::Sources`] the rows of other sources never reach a user's expression: the
+/// buffered batches are filtered here, before DataFusion sees them; the table scan gets the
+/// scope as its only filter and sits under a [`ScopeExec`], which lets no filter of the query
+/// (and no dynamic filter) pass down into the scan, and reports no statistics; and the query's
+/// own filters are refused for pushdown, so DataFusion evaluates them above the scope. Without
+/// that, a predicate pushed into the Parquet reader runs on every row, and its errors (a cast
+/// or a division failing on a value of another source) or EXPLAIN ANALYZE's row counts would
+/// tell what other sources hold.
 #[derive(Debug)]
 pub struct EventsProvider {
     schema: SchemaRef,
     table: Option<Arc<dyn TableProvider>>,
     buffer: Arc<MemTable>,
+    scope: Scope,
 }
 
 impl EventsProvider {
@@ -30,6 +66,7 @@ impl EventsProvider {
         table: Option<Arc<dyn TableProvider>>,
         buffered: Vec<RecordBatch>,
         canonical: SchemaRef,
+        scope: Scope,
     ) -> Result<Self> {
         let schema = match &table {
             Some(provider) => provider.schema(),
@@ -37,16 +74,34 @@ impl EventsProvider {
         };
         let buffered = buffered
             .into_iter()
-            .filter(|batch| batch.num_rows() > 0)
-            .map(|batch| conform(&batch, &schema))
+            .map(|batch| in_scope(&batch, &scope))
+            .filter(|batch| batch.as_ref().map_or(true, |b| b.num_rows() > 0))
+            .map(|batch| conform(&batch?, &schema))
             .collect::<Result<Vec<_>>>()?;
         let buffer = Arc::new(MemTable::try_new(Arc::clone(&schema), vec![buffered])?);
         Ok(Self {
             schema,
             table,
             buffer,
+            scope,
         })
     }
+}
+
+/// The rows of `batch` whose source the scope allows.
+fn in_scope(batch: &RecordBatch, scope: &Scope) -> Result<RecordBatch> {
+    if *scope == Scope::All {
+        return Ok(batch.clone());
+    }
+    let column = batch.column_by_name("source").ok_or_else(|| {
+        datafusion::error::DataFusionError::Internal("buffered batch lacks column source".into())
+    })?;
+    let sources = cast(column, &DataType::Utf8)?;
+    let sources = sources.as_string::<i32>();
+    let keep: BooleanArray = (0..sources.len())
+        .map(|i| Some(sources.is_valid(i) && scope.allows(sources.value(i))))
+        .collect();
+    Ok(filter_record_batch(batch, &keep)?)
 }
 
 fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
@@ -83,7 +138,11 @@ impl TableProvider for EventsProvider {
         &self,
         filters: &[&Expr],
     ) -> Result<Vec<TableProviderFilterPushDown>> {
-        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+        let support = match self.scope {
+            Scope::All => TableProviderFilterPushDown::Inexact,
+            Scope::Sources(_) => TableProviderFilterPushDown::Unsupported,
+        };
+        Ok(vec![support; filters.len()])
     }
 
     async fn scan(
@@ -94,10 +153,119 @@ impl TableProvider for EventsProvider {
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let mut inputs = Vec::with_capacity(2);
-        if let Some(table) = &self.table {
-            inputs.push(table.scan(state, projection, filters, limit).await?);
+        match &self.scope {
+            Scope::All => {
+                if let Some(table) = &self.table {
+                    inputs.push(table.scan(state, projection, filters, limit).await?);
+                }
+                inputs.push(self.buffer.scan(state, projection, filters, limit).await?);
+            }
+            Scope::Sources(sources) => {
+                if let Some(table) = &self.table {
+                    inputs.push(
+                        self.scoped_table_scan(table, sources, state, projection)
+                            .await?,
+                    );
+                }
+                // The buffered rows are already only the scope's.
+                inputs.push(self.buffer.scan(state, projection, &[], None).await?);
+            }
         }
-        inputs.push(self.buffer.scan(state, projection, filters, limit).await?);
         UnionExec::try_new(inputs)
+    }
+}
+
+impl EventsProvider {
+    /// The table's rows of `sources` only, projected, under a [`ScopeExec`].
+    async fn scoped_table_scan(
+        &self,
+        table: &Arc<dyn TableProvider>,
+        sources: &[String],
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let wanted: Vec<usize> = match projection {
+            Some(columns) => columns.clone(),
+            None => (0..self.schema.fields().len()).collect(),
+        };
+        let source_index = self.schema.index_of("source")?;
+        let mut columns = wanted.clone();
+        if !columns.contains(&source_index) {
+            columns.push(source_index);
+        }
+        let scope = col("source").in_list(sources.iter().map(|s| lit(s.as_str())).collect(), false);
+        let scan = table
+            .scan(state, Some(&columns), std::slice::from_ref(&scope), None)
+            .await?;
+        let scan_schema = DFSchema::try_from(scan.schema().as_ref().clone())?;
+        let predicate = state.create_physical_expr(scope, &scan_schema)?;
+        let filtered: Arc<dyn ExecutionPlan> = Arc::new(FilterExec::try_new(predicate, scan)?);
+        let output: Vec<(Arc<dyn PhysicalExpr>, String)> = wanted
+            .iter()
+            .map(|&index| {
+                let name = self.schema.field(index).name();
+                let column = Column::new_with_schema(name, &filtered.schema())?;
+                Ok((Arc::new(column) as Arc<dyn PhysicalExpr>, name.clone()))
+            })
+            .collect::<Result<_>>()?;
+        let projected = Arc::new(ProjectionExec::try_new(output, filtered)?);
+        Ok(Arc::new(ScopeExec::new(projected)))
+    }
+}
+
+/// A barrier above a scoped table scan: passes its child's rows through unchanged, but takes
+/// part in no filter pushdown (the trait's default marks every parent filter unsupported, so
+/// none reaches the scan) and reports unknown statistics (so neither the optimizer's exact
+/// `count(*)` nor EXPLAIN sees the unscoped table's numbers).
+#[derive(Debug)]
+pub struct ScopeExec {
+    input: Arc<dyn ExecutionPlan>,
+}
+
+impl ScopeExec {
+    pub fn new(input: Arc<dyn ExecutionPlan>) -> Self {
+        Self { input }
+    }
+}
+
+impl DisplayAs for ScopeExec {
+    fn fmt_as(&self, _: DisplayFormatType, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "ScopeExec")
+    }
+}
+
+impl ExecutionPlan for ScopeExec {
+    fn name(&self) -> &str {
+        "ScopeExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        self.input.properties()
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        mut children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(Arc::new(ScopeExec::new(children.swap_remove(0))))
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        self.input.execute(partition, context)
     }
 }

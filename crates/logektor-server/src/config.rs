@@ -70,6 +70,32 @@ pub fn retention_rules(args: &[RetentionArg]) -> logektor_table::maintenance::Re
     rules
 }
 
+/// `--scoped-read-token SOURCE[+SOURCE...]=TOKEN`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScopedReadTokenArg {
+    pub sources: Vec<String>,
+    pub token: String,
+}
+
+fn parse_scoped_read_token(text: &str) -> Result<ScopedReadTokenArg, String> {
+    let (sources, token) = text
+        .split_once('=')
+        .ok_or_else(|| format!("expected SOURCE[+SOURCE...]=TOKEN, got {text:?}"))?;
+    let sources: Vec<String> = sources
+        .split('+')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if sources.is_empty() || token.trim().is_empty() {
+        return Err(format!("expected SOURCE[+SOURCE...]=TOKEN, got {text:?}"));
+    }
+    Ok(ScopedReadTokenArg {
+        sources,
+        token: token.trim().to_owned(),
+    })
+}
+
 /// Options of `logektor serve`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
@@ -95,6 +121,12 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub read_tokens: Vec<String>,
+
+    /// A read token that sees only some sources' rows, as SOURCE[+SOURCE...]=TOKEN
+    /// (repeatable; comma-separated in the env var). Enforced in the query plan; EXPLAIN is
+    /// refused to it.
+    #[arg(long = "scoped-read-token", env = "LOGEKTOR_SCOPED_READ_TOKENS", value_delimiter = ',', value_parser = parse_scoped_read_token)]
+    pub scoped_read_tokens: Vec<ScopedReadTokenArg>,
 
     /// An admin token for /v1/admin (repeatable; comma-separated in the env var). Without any,
     /// one is created on first start and kept in the data folder.

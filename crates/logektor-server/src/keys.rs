@@ -12,7 +12,9 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
-use crate::config::WriteKeyArg;
+use logektor_query::Scope;
+
+use crate::config::{ScopedReadTokenArg, WriteKeyArg};
 use crate::layout;
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -31,6 +33,8 @@ pub struct Keys {
     /// (key, source)
     write: Vec<(String, String)>,
     read: Vec<String>,
+    /// Read tokens that see only some sources' rows: (token, scope).
+    scoped: Vec<(String, Scope)>,
     admin: Vec<String>,
 }
 
@@ -43,6 +47,14 @@ impl std::fmt::Debug for Keys {
                 &self.write.iter().map(|(_, s)| s).collect::<Vec<_>>(),
             )
             .field("read_tokens", &self.read.len())
+            .field(
+                "scoped_read_tokens",
+                &self
+                    .scoped
+                    .iter()
+                    .map(|(_, scope)| scope)
+                    .collect::<Vec<_>>(),
+            )
             .field("admin_tokens", &self.admin.len())
             .finish()
     }
@@ -59,8 +71,19 @@ impl Keys {
         Self {
             write: write.into_iter().map(|w| (w.key, w.source)).collect(),
             read,
+            scoped: Vec::new(),
             admin,
         }
+    }
+
+    /// Adds read tokens scoped to sources (`--scoped-read-token`).
+    pub fn with_scoped_read_tokens(mut self, scoped: Vec<ScopedReadTokenArg>) -> Self {
+        self.scoped.extend(
+            scoped
+                .into_iter()
+                .map(|arg| (arg.token, Scope::Sources(arg.sources.into()))),
+        );
+        self
     }
 
     /// Resolves the credentials for a server using `data_dir`, creating them if needed.
@@ -133,9 +156,21 @@ impl Keys {
         found
     }
 
-    /// Whether `presented` is a valid read token (constant-time).
+    /// What `presented` may read: everything (a read token), some sources (a scoped read
+    /// token), or `None` (not a read token). Compares against every token in constant time.
+    pub fn read_scope(&self, presented: &str) -> Option<Scope> {
+        let mut found = contains_constant_time(&self.read, presented).then_some(Scope::All);
+        for (token, scope) in &self.scoped {
+            if bool::from(token.as_bytes().ct_eq(presented.as_bytes())) && found.is_none() {
+                found = Some(scope.clone());
+            }
+        }
+        found
+    }
+
+    /// Whether `presented` is a valid read token, scoped or not (constant-time).
     pub fn is_read_token(&self, presented: &str) -> bool {
-        contains_constant_time(&self.read, presented)
+        self.read_scope(presented).is_some()
     }
 
     /// Whether `presented` is a valid admin token (constant-time).
@@ -215,6 +250,21 @@ mod tests {
         assert!(!first.is_admin_token(&first.read[0]));
         assert!(!first.is_read_token(&first.admin[0]));
         assert!(!format!("{first:?}").contains(key.as_str()));
+        let scoped = first
+            .clone()
+            .with_scoped_read_tokens(vec![ScopedReadTokenArg {
+                sources: vec!["web".into(), "app".into()],
+                token: "rt-scoped".into(),
+            }]);
+        assert_eq!(
+            scoped.read_scope("rt-scoped"),
+            Some(Scope::Sources(
+                vec!["web".to_owned(), "app".to_owned()].into()
+            ))
+        );
+        assert_eq!(scoped.read_scope(&first.read[0]), Some(Scope::All));
+        assert_eq!(scoped.read_scope("rt-scope"), None);
+        assert!(!format!("{scoped:?}").contains("rt-scoped"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -59,7 +59,8 @@ async fn serve(
         args.write_keys.clone(),
         args.read_tokens.clone(),
         args.admin_tokens.clone(),
-    )?;
+    )?
+    .with_scoped_read_tokens(args.scoped_read_tokens.clone());
     let node_id = keys::node_id(&args.data_dir)?;
     let sources = SourcePolicies::from_args(
         &args.ip_policies,

@@ -12,6 +12,7 @@ use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use logektor_query::Scope;
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -35,8 +36,9 @@ fn token_from_cookie(headers: &HeaderMap) -> Option<String> {
         .map(|(_, value)| value.to_owned())
 }
 
-fn signed_in(state: &AppState, headers: &HeaderMap) -> bool {
-    token_from_cookie(headers).is_some_and(|token| state.keys.is_read_token(&token))
+/// What the signed-in token may read; `None` when not signed in.
+fn signed_in(state: &AppState, headers: &HeaderMap) -> Option<Scope> {
+    token_from_cookie(headers).and_then(|token| state.keys.read_scope(&token))
 }
 
 #[derive(Deserialize)]
@@ -152,6 +154,7 @@ impl Range {
 /// Runs one report and returns its rows, or the error text for the panel.
 async fn run(
     state: &AppState,
+    scope: &Scope,
     name: &str,
     mut params: HashMap<String, String>,
 ) -> Result<Vec<Row>, String> {
@@ -163,10 +166,11 @@ async fn run(
         .map_err(|e| e.to_string())?;
     let engine = Arc::clone(&state.engine);
     let sql = report.sql.clone();
+    let scope = scope.clone();
     let rows = state
         .compute
         .spawn(async move {
-            let stream = engine.execute_with_params(&sql, Some(bound)).await?;
+            let stream = engine.execute_in_scope(&sql, Some(bound), &scope).await?;
             let schema = stream.schema();
             let batches = stream.collect().await?;
             logektor_query::format::encode_all(logektor_query::Format::Json, &schema, &batches)
@@ -183,9 +187,9 @@ pub(super) async fn page(
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    if !signed_in(&state, &headers) {
+    let Some(scope) = signed_in(&state, &headers) else {
         return axum::response::Html(sign_in_page(None).into_string()).into_response();
-    }
+    };
     let range = match Range::from_query(&query, now_micros()) {
         Ok(range) => range,
         Err(message) => {
@@ -197,7 +201,12 @@ pub(super) async fn page(
         }
     };
     let sources: Vec<String> = {
-        let mut sources: Vec<String> = state.keys.sources().map(str::to_owned).collect();
+        let mut sources: Vec<String> = state
+            .keys
+            .sources()
+            .filter(|source| scope.allows(source))
+            .map(str::to_owned)
+            .collect();
         sources.sort();
         sources.dedup();
         sources
@@ -224,23 +233,29 @@ pub(super) async fn page(
     };
     // The panels' reports run concurrently on the compute runtime.
     let (overview, timeseries, top_pages, entry_pages, referrers, utm) = futures::join!(
-        run(&state, "overview", base.clone()),
-        run(&state, "timeseries", with(&[("interval", range.interval)])),
-        run(&state, "top_pages", base.clone()),
-        run(&state, "entry_pages", base.clone()),
-        run(&state, "referrers", base.clone()),
-        run(&state, "utm", base.clone()),
-    );
-    let (devices, events, funnel, retention, live) = futures::join!(
-        run(&state, "devices", with(&[("limit", "5")])),
+        run(&state, &scope, "overview", base.clone()),
         run(
             &state,
+            &scope,
+            "timeseries",
+            with(&[("interval", range.interval)])
+        ),
+        run(&state, &scope, "top_pages", base.clone()),
+        run(&state, &scope, "entry_pages", base.clone()),
+        run(&state, &scope, "referrers", base.clone()),
+        run(&state, &scope, "utm", base.clone()),
+    );
+    let (devices, events, funnel, retention, live) = futures::join!(
+        run(&state, &scope, "devices", with(&[("limit", "5")])),
+        run(
+            &state,
+            &scope,
             "events",
             with(&[("interval", "week"), ("limit", "20")])
         ),
-        run(&state, "funnel", funnel_params),
-        run(&state, "retention", base.clone()),
-        run(&state, "live", with(&[])),
+        run(&state, &scope, "funnel", funnel_params),
+        run(&state, &scope, "retention", base.clone()),
+        run(&state, &scope, "live", with(&[])),
     );
     let panels = Panels {
         overview,
@@ -269,15 +284,15 @@ pub(super) async fn live(
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    if !signed_in(&state, &headers) {
+    let Some(scope) = signed_in(&state, &headers) else {
         return Err(ApiError::unauthorized("sign in first"));
-    }
+    };
     let mut params = HashMap::new();
     params.insert(
         "source".to_owned(),
         query.get("source").cloned().unwrap_or_else(|| "*".into()),
     );
-    let rows = run(&state, "live", params)
+    let rows = run(&state, &scope, "live", params)
         .await
         .map_err(|e| ApiError::bad_request("invalid_request", e))?;
     Ok(Json(

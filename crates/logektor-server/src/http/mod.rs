@@ -154,14 +154,9 @@ async fn limit_ingest(
     }
 }
 
-/// Checks the `Authorization: Bearer <token>` header against `valid`; `kind` names the token
-/// in the 401 answers ("read token", "admin token").
-fn require_bearer(
-    headers: &axum::http::HeaderMap,
-    kind: &str,
-    valid: impl Fn(&str) -> bool,
-) -> Result<(), ApiError> {
-    let token = headers
+/// The token of the `Authorization: Bearer <token>` header; `kind` names it in the 401.
+fn bearer<'h>(headers: &'h axum::http::HeaderMap, kind: &str) -> Result<&'h str, ApiError> {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| {
@@ -173,8 +168,17 @@ fn require_bearer(
             ApiError::unauthorized(format!(
                 "missing {kind}: send Authorization: Bearer <{kind}>"
             ))
-        })?;
-    if !valid(token) {
+        })
+}
+
+/// Checks the `Authorization: Bearer <token>` header against `valid`; `kind` names the token
+/// in the 401 answers ("read token", "admin token").
+fn require_bearer(
+    headers: &axum::http::HeaderMap,
+    kind: &str,
+    valid: impl Fn(&str) -> bool,
+) -> Result<(), ApiError> {
+    if !valid(bearer(headers, kind)?) {
         return Err(ApiError::unauthorized(format!("invalid {kind}")));
     }
     Ok(())

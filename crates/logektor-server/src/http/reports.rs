@@ -36,7 +36,7 @@ pub(super) async fn run(
     Query(mut query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    authorize_read(&state, &headers)?;
+    let scope = authorize_read(&state, &headers)?;
     let format = match query.remove("format") {
         None => Format::Json,
         Some(name) => Format::parse(&name).ok_or_else(|| {
@@ -48,7 +48,7 @@ pub(super) async fn run(
     };
     let report = state.reports.get(&name).map_err(report_error)?;
     let params = report.bind(&query, now_micros()).map_err(report_error)?;
-    stream_query(&state, report.sql.clone(), Some(params), format).await
+    stream_query(&state, report.sql.clone(), Some(params), &scope, format).await
 }
 
 fn report_error(err: ReportError) -> ApiError {

@@ -8,14 +8,14 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use logektor_query::{BatchEncoder, Format, QueryError};
+use logektor_query::{BatchEncoder, Format, QueryError, Scope};
 use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::warn;
 
 use super::ingest::read_body;
-use super::{ApiError, AppState, require_bearer};
+use super::{ApiError, AppState, bearer};
 
 /// Largest SQL request body.
 const MAX_SQL_BODY: usize = 1024 * 1024;
@@ -32,7 +32,7 @@ pub(super) async fn sql(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    authorize_read(&state, &headers)?;
+    let scope = authorize_read(&state, &headers)?;
     let raw = read_body(body, MAX_SQL_BODY, state.body_timeout).await?;
     let is_json = headers
         .get(header::CONTENT_TYPE)
@@ -63,13 +63,16 @@ pub(super) async fn sql(
             )
         })?,
     };
-    stream_query(&state, sql, None, format).await
+    stream_query(&state, sql, None, &scope, format).await
 }
 
-pub(super) fn authorize_read(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    require_bearer(headers, "read token", |token| {
-        state.keys.is_read_token(token)
-    })
+/// Checks the read token; returns what it may read.
+pub(super) fn authorize_read(state: &AppState, headers: &HeaderMap) -> Result<Scope, ApiError> {
+    let token = bearer(headers, "read token")?;
+    state
+        .keys
+        .read_scope(token)
+        .ok_or_else(|| ApiError::unauthorized("invalid read token"))
 }
 
 /// Runs the query on the compute runtime. The answer's status waits for the first batch, so
@@ -79,9 +82,11 @@ pub(super) async fn stream_query(
     state: &AppState,
     sql: String,
     params: Option<datafusion::common::ParamValues>,
+    scope: &Scope,
     format: Format,
 ) -> Result<Response, ApiError> {
     let engine = Arc::clone(&state.engine);
+    let scope = scope.clone();
     // A client that stops reading gets this long per chunk before the query is dropped (and
     // its memory released).
     let send_timeout = engine.config().timeout;
@@ -92,7 +97,7 @@ pub(super) async fn stream_query(
         let failed = |err: &QueryError| {
             metrics::counter!("logektor_query_errors_total", "code" => err.code()).increment(1);
         };
-        let mut stream = match engine.execute_with_params(&sql, params).await {
+        let mut stream = match engine.execute_in_scope(&sql, params, &scope).await {
             Ok(stream) => stream,
             Err(err) => {
                 failed(&err);

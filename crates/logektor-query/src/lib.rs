@@ -18,8 +18,11 @@
 mod engine;
 mod error;
 pub mod format;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod provider;
 pub mod reports;
+pub mod request;
 
 pub use engine::{EventsSource, EventsView, QueryConfig, QueryEngine, QueryStream, StaticSource};
 pub use error::{QueryError, Result};

@@ -8,23 +8,14 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use logektor_query::request::{MAX_SQL_BODY, SqlRequest};
 use logektor_query::{BatchEncoder, Format, QueryError, Scope};
-use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::warn;
 
 use super::ingest::read_body;
 use super::{ApiError, AppState, bearer};
-
-/// Largest SQL request body.
-const MAX_SQL_BODY: usize = 1024 * 1024;
-
-#[derive(Deserialize)]
-struct SqlRequest {
-    sql: String,
-    format: Option<String>,
-}
 
 pub(super) async fn sql(
     State(state): State<Arc<AppState>>,
@@ -38,31 +29,9 @@ pub(super) async fn sql(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
-    let (sql, body_format) = if is_json {
-        let request: SqlRequest = serde_json::from_slice(&raw).map_err(|err| {
-            ApiError::bad_request(
-                "invalid_request",
-                format!("expected {{\"sql\": \"...\"}}: {err}"),
-            )
-        })?;
-        (request.sql, request.format)
-    } else {
-        let text = String::from_utf8(raw.to_vec())
-            .map_err(|_| ApiError::bad_request("invalid_request", "SQL text is not UTF-8"))?;
-        (text, None)
-    };
-    if sql.trim().is_empty() {
-        return Err(ApiError::bad_request("invalid_request", "no SQL given"));
-    }
-    let format = match body_format.or_else(|| query.get("format").cloned()) {
-        None => Format::Json,
-        Some(name) => Format::parse(&name).ok_or_else(|| {
-            ApiError::bad_request(
-                "invalid_format",
-                format!("unknown format {name:?}; expected one of {}", Format::NAMES),
-            )
-        })?,
-    };
+    let SqlRequest { sql, format } =
+        SqlRequest::parse(&raw, is_json, query.get("format").map(String::as_str))
+            .map_err(|err| ApiError::bad_request(err.code(), err.to_string()))?;
     stream_query(&state, sql, None, &scope, format).await
 }
 

@@ -50,7 +50,8 @@ pub(crate) struct Dedup {
 
 #[derive(Default)]
 pub(crate) struct State {
-    seen: HashMap<u64, ()>,
+    /// key → the WAL ticket of the append that first stored it (0: known to be stored).
+    seen: HashMap<u64, u64>,
     /// (key, received_at) in insertion order, for eviction by age and by count.
     order: VecDeque<(u64, i64)>,
 }
@@ -80,23 +81,40 @@ impl Dedup {
         i64::try_from(self.config.window.as_micros()).unwrap_or(i64::MAX)
     }
 
-    /// Records `keys` as seen at `received_at` and returns the indices that were already seen
-    /// (before this call, or earlier in `keys`).
-    pub fn check_and_insert(&self, state: &mut State, keys: &[u64], received_at: i64) -> Vec<u32> {
+    /// Records `keys` as seen at `received_at`, to be stored by the WAL append with `ticket`.
+    /// Returns the indices that were already seen (before this call, or earlier in `keys`)
+    /// and the distinct tickets of the appends that first sent them: the caller's skipped
+    /// events are stored only if those appends succeed.
+    pub fn check_and_insert(
+        &self,
+        state: &mut State,
+        keys: &[u64],
+        received_at: i64,
+        ticket: u64,
+    ) -> (Vec<u32>, Vec<u64>) {
         if self.config.capacity == 0 {
-            return Vec::new();
+            return (Vec::new(), Vec::new());
         }
         self.evict(state, received_at);
         let mut skip = Vec::new();
+        let mut originals = Vec::new();
         for (index, &key) in keys.iter().enumerate() {
-            if state.seen.insert(key, ()).is_some() {
-                skip.push(index as u32);
-            } else {
-                state.order.push_back((key, received_at));
+            match state.seen.entry(key) {
+                std::collections::hash_map::Entry::Occupied(first) => {
+                    skip.push(index as u32);
+                    let original = *first.get();
+                    if original != 0 && original != ticket && !originals.contains(&original) {
+                        originals.push(original);
+                    }
+                }
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    slot.insert(ticket);
+                    state.order.push_back((key, received_at));
+                }
             }
         }
         self.evict_to_capacity(state);
-        skip
+        (skip, originals)
     }
 
     /// Records keys known to be stored (table rows and replayed WAL records on start).
@@ -104,7 +122,7 @@ impl Dedup {
         if self.config.capacity == 0 {
             return;
         }
-        if state.seen.insert(key, ()).is_none() {
+        if state.seen.insert(key, 0).is_none() {
             state.order.push_back((key, received_at));
             self.evict_to_capacity(state);
         }
@@ -163,15 +181,28 @@ mod tests {
             .map(|id| dedup.key("web", id))
             .collect();
         let mut state = dedup.lock();
-        assert_eq!(dedup.check_and_insert(&mut state, &keys, 0), vec![2]);
-        assert_eq!(dedup.check_and_insert(&mut state, &keys, 1), vec![0, 1, 2]);
+        assert_eq!(
+            dedup.check_and_insert(&mut state, &keys, 0, 1),
+            (vec![2], vec![])
+        );
+        // Repeats name the append that first sent them.
+        assert_eq!(
+            dedup.check_and_insert(&mut state, &keys, 1, 2),
+            (vec![0, 1, 2], vec![1])
+        );
         // Another source's id is not a duplicate.
         let other = [dedup.key("app", "a")];
-        assert!(dedup.check_and_insert(&mut state, &other, 2).is_empty());
+        assert!(
+            dedup
+                .check_and_insert(&mut state, &other, 2, 3)
+                .0
+                .is_empty()
+        );
         // Past the window, "a" and "b" are forgotten.
         assert!(
             dedup
-                .check_and_insert(&mut state, &keys[..1], 11_000_001)
+                .check_and_insert(&mut state, &keys[..1], 11_000_001, 4)
+                .0
                 .is_empty()
         );
         // Capacity 3: after three more ids, the oldest is gone.
@@ -179,10 +210,11 @@ mod tests {
             .iter()
             .map(|id| dedup.key("web", id))
             .collect();
-        dedup.check_and_insert(&mut state, &more, 11_000_002);
+        dedup.check_and_insert(&mut state, &more, 11_000_002, 5);
         assert!(
             dedup
-                .check_and_insert(&mut state, &keys[..1], 11_000_003)
+                .check_and_insert(&mut state, &keys[..1], 11_000_003, 6)
+                .0
                 .is_empty()
         );
         drop(state);
@@ -193,11 +225,12 @@ mod tests {
     fn forgotten_keys_are_accepted_again() {
         let dedup = Dedup::new(DedupConfig::default());
         let keys = [dedup.key("web", "m1")];
-        let skip = dedup.check_and_insert(&mut dedup.lock(), &keys, 5);
+        let (skip, _) = dedup.check_and_insert(&mut dedup.lock(), &keys, 5, 1);
         dedup.forget(&keys, &skip);
         assert!(
             dedup
-                .check_and_insert(&mut dedup.lock(), &keys, 6)
+                .check_and_insert(&mut dedup.lock(), &keys, 6, 2)
+                .0
                 .is_empty()
         );
     }

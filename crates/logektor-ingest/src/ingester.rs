@@ -1,6 +1,7 @@
 //! [`Ingester`]: decode → WAL → buffer on the request path, and the flush loop into the table.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use arrow::compute::concat_batches;
@@ -92,6 +93,8 @@ pub struct Ingester {
     flush: FlushConfig,
     wake_flusher: Notify,
     dedup: Dedup,
+    /// Tickets for WAL appends (from 1), so a repeat can learn whether its original was stored.
+    next_ticket: AtomicU64,
     pub(crate) location: TableLocation,
     pub(crate) maintenance: MaintenanceConfig,
     /// Held while this process compacts.
@@ -177,6 +180,7 @@ impl Ingester {
             flush: config.flush,
             wake_flusher: Notify::new(),
             dedup,
+            next_ticket: AtomicU64::new(1),
             location: config.table,
             maintenance: config.maintenance,
             compaction_lock: Mutex::new(()),
@@ -231,11 +235,15 @@ impl Ingester {
             body,
         };
         let mut payload = record.encode();
-        let (pending, skip) = {
+        let (pending, skip, originals) = {
             let mut state = self.dedup.lock();
-            let skip =
-                self.dedup
-                    .check_and_insert(&mut state, &keys, record.meta.received_at_micros);
+            let ticket = self.next_ticket.fetch_add(1, Ordering::Relaxed);
+            let (skip, originals) = self.dedup.check_and_insert(
+                &mut state,
+                &keys,
+                record.meta.received_at_micros,
+                ticket,
+            );
             if !skip.is_empty() {
                 let dropped = skip_mask(&skip, events.len());
                 let kept: Vec<_> = events
@@ -249,7 +257,11 @@ impl Ingester {
                 payload = record.encode();
             }
             // Enqueued under the lock: the WAL order matches the order of dedup decisions.
-            (self.wal.enqueue(payload, batch), skip)
+            (
+                self.wal.enqueue_ticketed(payload, batch, ticket),
+                skip,
+                originals,
+            )
         };
         let count = events.len() - skip.len();
         if !skip.is_empty() {
@@ -262,6 +274,15 @@ impl Ingester {
         if let Err(err) = appended {
             self.dedup.forget(&keys, &skip);
             return Err(err.into());
+        }
+        // Events skipped as repeats are stored only if the append that first sent them was.
+        // That append was enqueued before ours, so its outcome is known by now; if it failed
+        // (a full disk), its client was told so and retries, and so must this one: answering
+        // 200 would acknowledge events that are nowhere.
+        if originals.iter().any(|&ticket| self.wal.has_failed(ticket)) {
+            return Err(IngestError::Wal(logektor_wal::Error::WriteFailed(
+                "an earlier request with the same message ids could not be stored".into(),
+            )));
         }
         metrics::counter!("logektor_events_accepted_total").increment(count as u64);
         let stats = self.buffer.stats();

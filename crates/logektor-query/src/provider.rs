@@ -269,3 +269,105 @@ impl ExecutionPlan for ScopeExec {
         self.input.execute(partition, context)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::physical_expr::utils::collect_columns;
+    use datafusion::prelude::{SessionConfig, SessionContext};
+    use logektor_event::{Endpoint, RequestMeta, decode, to_record_batch};
+
+    fn batch(source: &str, n: &str) -> RecordBatch {
+        let body = serde_json::json!({"batch": [
+            {"type": "track", "event": "E", "anonymousId": "a", "properties": {"n": n}},
+            {"type": "track", "event": "E", "anonymousId": "b", "properties": {"n": n}}
+        ]});
+        let events = decode(
+            &RequestMeta::new(1_715_000_000_000_000, source, 1),
+            Endpoint::Batch,
+            body.to_string().as_bytes(),
+        )
+        .unwrap();
+        to_record_batch(&events)
+    }
+
+    /// Every filter under a `ScopeExec` reads the `source` column only.
+    fn assert_only_scope_below_barrier(plan: &Arc<dyn ExecutionPlan>, below: bool) -> usize {
+        let mut barriers = 0;
+        let below = below || plan.name() == "ScopeExec";
+        if plan.name() == "ScopeExec" {
+            barriers += 1;
+        }
+        if below && let Some(filter) = plan.downcast_ref::<FilterExec>() {
+            for column in collect_columns(filter.predicate()) {
+                assert_eq!(column.name(), "source", "a query filter reached the scan");
+            }
+        }
+        for child in plan.children() {
+            barriers += assert_only_scope_below_barrier(child, below);
+        }
+        barriers
+    }
+
+    #[tokio::test]
+    async fn a_scoped_scan_evaluates_no_query_expression_on_other_sources() {
+        let schema = batch("web", "1").schema();
+        // "app" holds values the query's cast fails on; "web" holds good ones.
+        let table = MemTable::try_new(
+            Arc::clone(&schema),
+            vec![vec![batch("app", "not-a-number"), batch("web", "1")]],
+        )
+        .unwrap();
+        let provider = EventsProvider::try_new(
+            Some(Arc::new(table)),
+            vec![batch("app", "not-a-number"), batch("web", "2")],
+            Arc::clone(&schema),
+            Scope::Sources(vec!["web".to_owned()].into()),
+        )
+        .unwrap();
+        let mut config = SessionConfig::new();
+        config.options_mut().execution.parquet.pushdown_filters = true;
+        let mut ctx = SessionContext::new_with_config(config);
+        datafusion_functions_json::register_all(&mut ctx).unwrap();
+        ctx.register_table("events", Arc::new(provider)).unwrap();
+        let frame = ctx
+            .sql(
+                "SELECT count(*) AS n FROM events \
+                 WHERE CAST(json_get_str(properties, 'n') AS INT) > 0 OR source = 'x'",
+            )
+            .await
+            .unwrap();
+        let plan = frame.clone().create_physical_plan().await.unwrap();
+        assert_eq!(assert_only_scope_below_barrier(&plan, false), 1);
+        let batches = frame.collect().await.unwrap();
+        let count = batches[0]
+            .column(0)
+            .as_primitive::<arrow::datatypes::Int64Type>()
+            .value(0);
+        assert_eq!(count, 4, "two web rows in the table, two in the buffer");
+
+        // Without the scope the same query fails on app's values: the probe has teeth.
+        let unscoped = EventsProvider::try_new(
+            Some(Arc::new(
+                MemTable::try_new(
+                    Arc::clone(&schema),
+                    vec![vec![batch("app", "not-a-number")]],
+                )
+                .unwrap(),
+            )),
+            vec![],
+            Arc::clone(&schema),
+            Scope::All,
+        )
+        .unwrap();
+        ctx.deregister_table("events").unwrap();
+        ctx.register_table("events", Arc::new(unscoped)).unwrap();
+        let failed = ctx
+            .sql("SELECT count(*) FROM events WHERE CAST(json_get_str(properties, 'n') AS INT) > 0")
+            .await
+            .unwrap()
+            .collect()
+            .await;
+        assert!(failed.is_err());
+    }
+}

@@ -63,6 +63,7 @@ enum Command<T> {
         payload: Vec<u8>,
         item: T,
         reply: Reply,
+        ticket: u64,
     },
     RemoveThrough {
         seq: u64,
@@ -77,6 +78,25 @@ pub struct Wal<T: Send + 'static> {
     thread: Option<JoinHandle<()>>,
     stats: Arc<WalStats>,
     failure: Arc<Mutex<Option<String>>>,
+    failed_tickets: Arc<Mutex<FailedTickets>>,
+}
+
+/// Tickets of appends that failed, the most recent [`FailedTickets::KEEP`] of them.
+#[derive(Default)]
+struct FailedTickets(std::collections::BTreeSet<u64>);
+
+impl FailedTickets {
+    const KEEP: usize = 1 << 20;
+
+    fn insert(&mut self, ticket: u64) {
+        if ticket == 0 {
+            return;
+        }
+        self.0.insert(ticket);
+        while self.0.len() > Self::KEEP {
+            self.0.pop_first();
+        }
+    }
 }
 
 impl<T: Send + 'static> Wal<T> {
@@ -148,6 +168,7 @@ impl<T: Send + 'static> Wal<T> {
 
         let stats = Arc::new(WalStats::default());
         let failure = Arc::new(Mutex::new(None));
+        let failed_tickets = Arc::new(Mutex::new(FailedTickets::default()));
         let (sender, receiver) = mpsc::channel();
         let mut writer = Writer {
             config,
@@ -159,6 +180,7 @@ impl<T: Send + 'static> Wal<T> {
             apply,
             stats: Arc::clone(&stats),
             failure: Arc::clone(&failure),
+            failed_tickets: Arc::clone(&failed_tickets),
             _items: std::marker::PhantomData,
         };
         let thread = std::thread::Builder::new()
@@ -171,6 +193,7 @@ impl<T: Send + 'static> Wal<T> {
                 thread: Some(thread),
                 stats,
                 failure,
+                failed_tickets,
             },
             replay,
         ))
@@ -186,7 +209,17 @@ impl<T: Send + 'static> Wal<T> {
     /// increasing sequence numbers, so a caller that enqueues under its own lock knows the WAL
     /// order matches its order. Await [`Pending::wait`] for durability.
     pub fn enqueue(&self, payload: Vec<u8>, item: T) -> Result<Pending> {
+        self.enqueue_ticketed(payload, item, 0)
+    }
+
+    /// [`Self::enqueue`] with a caller's `ticket` (non-zero): if the append fails, the ticket
+    /// is remembered, and [`Self::has_failed`] tells later appends that depend on this one.
+    pub fn enqueue_ticketed(&self, payload: Vec<u8>, item: T, ticket: u64) -> Result<Pending> {
         if let Some(reason) = self.failure.lock().expect("wal failure lock").clone() {
+            self.failed_tickets
+                .lock()
+                .expect("wal tickets lock")
+                .insert(ticket);
             return Err(Error::Failed(reason));
         }
         let (reply, receiver) = oneshot::channel();
@@ -197,9 +230,21 @@ impl<T: Send + 'static> Wal<T> {
                 payload,
                 item,
                 reply,
+                ticket,
             })
             .map_err(|_| Error::Closed)?;
         Ok(Pending { receiver })
+    }
+
+    /// Whether the append enqueued with `ticket` failed. Appends complete in the order they
+    /// were enqueued, so once an append has completed, the outcome of every append enqueued
+    /// before it is known here.
+    pub fn has_failed(&self, ticket: u64) -> bool {
+        self.failed_tickets
+            .lock()
+            .expect("wal tickets lock")
+            .0
+            .contains(&ticket)
     }
 
     /// Deletes every closed segment whose records all have sequence numbers `<= seq`.
@@ -250,6 +295,7 @@ struct Writer<T, F> {
     apply: F,
     stats: Arc<WalStats>,
     failure: Arc<Mutex<Option<String>>>,
+    failed_tickets: Arc<Mutex<FailedTickets>>,
     _items: std::marker::PhantomData<fn(T)>,
 }
 
@@ -270,6 +316,7 @@ where
             };
             // Gather the group: everything that queued up while the last sync ran.
             let mut group: Vec<(Vec<u8>, T, Reply)> = Vec::new();
+            let mut tickets: Vec<u64> = Vec::new();
             let mut group_bytes = 0usize;
             let mut next = Some(first);
             while let Some(command) = next.take() {
@@ -278,6 +325,7 @@ where
                         payload,
                         item,
                         reply,
+                        ticket,
                     } => {
                         if !group.is_empty()
                             && group_bytes + payload.len() > self.config.max_group_bytes
@@ -286,11 +334,13 @@ where
                                 payload,
                                 item,
                                 reply,
+                                ticket,
                             });
                             break;
                         }
                         group_bytes += payload.len();
                         group.push((payload, item, reply));
+                        tickets.push(ticket);
                     }
                     Command::RemoveThrough { seq, reply } => {
                         let _ = reply.send(self.remove_through(seq));
@@ -298,19 +348,24 @@ where
                 }
                 next = receiver.try_recv().ok();
             }
-            if !group.is_empty() {
-                self.commit_group(group, &mut buffer);
+            if !group.is_empty() && !self.commit_group(group, &mut buffer) {
+                // Recorded before any later append completes: see `Wal::has_failed`.
+                let mut failed = self.failed_tickets.lock().expect("wal tickets lock");
+                for ticket in tickets {
+                    failed.insert(ticket);
+                }
             }
         }
         debug!("WAL writer thread stopped");
     }
 
-    fn commit_group(&mut self, group: Vec<(Vec<u8>, T, Reply)>, buffer: &mut Vec<u8>) {
+    /// Writes, syncs and applies one group, then answers its appends; false if it failed.
+    fn commit_group(&mut self, group: Vec<(Vec<u8>, T, Reply)>, buffer: &mut Vec<u8>) -> bool {
         if let Some(reason) = self.failure.lock().expect("wal failure lock").clone() {
             for (_, _, reply) in group {
                 let _ = reply.send(Err(Error::Failed(reason.clone())));
             }
-            return;
+            return false;
         }
         buffer.clear();
         let first_seq = self.next_seq;
@@ -343,7 +398,7 @@ where
             for (_, _, reply) in group {
                 let _ = reply.send(Err(error.duplicate()));
             }
-            return;
+            return false;
         }
         if let Err(err) = self.file.sync_data() {
             // After a failed fsync the kernel may have dropped the dirty pages while the file
@@ -357,7 +412,7 @@ where
             for (_, _, reply) in group {
                 let _ = reply.send(Err(Error::Failed(reason.clone())));
             }
-            return;
+            return false;
         }
         self.stats.syncs.fetch_add(1, Ordering::Relaxed);
         metrics::histogram!("logektor_wal_group_commit_seconds").record(started.elapsed());
@@ -392,6 +447,7 @@ where
             // The current segment is intact and synced; keep appending to it.
             warn!(error = %err, "WAL segment rotation failed");
         }
+        true
     }
 
     fn rotate(&mut self) -> Result<()> {

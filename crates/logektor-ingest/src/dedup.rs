@@ -52,8 +52,10 @@ pub(crate) struct Dedup {
 pub(crate) struct State {
     /// key → the WAL ticket of the append that first stored it (0: known to be stored).
     seen: HashMap<u64, u64>,
-    /// (key, received_at) in insertion order, for eviction by age and by count.
-    order: VecDeque<(u64, i64)>,
+    /// (key, received_at, ticket) in insertion order, for eviction by age and by count. An
+    /// entry evicts its key only if the key still belongs to that ticket (a forgotten key may
+    /// have been inserted again since).
+    order: VecDeque<(u64, i64, u64)>,
 }
 
 impl Dedup {
@@ -109,7 +111,7 @@ impl Dedup {
                 }
                 std::collections::hash_map::Entry::Vacant(slot) => {
                     slot.insert(ticket);
-                    state.order.push_back((key, received_at));
+                    state.order.push_back((key, received_at, ticket));
                 }
             }
         }
@@ -123,39 +125,39 @@ impl Dedup {
             return;
         }
         if state.seen.insert(key, 0).is_none() {
-            state.order.push_back((key, received_at));
+            state.order.push_back((key, received_at, 0));
             self.evict_to_capacity(state);
         }
     }
 
-    /// Forgets keys whose request was not stored after all (the WAL append failed), so the
-    /// client's retry is accepted.
-    pub fn forget(&self, keys: &[u64], skip: &[u32]) {
-        let skipped: std::collections::HashSet<u32> = skip.iter().copied().collect();
+    /// Forgets `keys` that the append with `ticket` inserted, because it was not stored after
+    /// all (its WAL append failed), so the client's retry is accepted. Keys that belong to
+    /// another append by now are left alone.
+    pub fn forget(&self, keys: &[u64], ticket: u64) {
         let mut state = self.lock();
-        for (index, key) in keys.iter().enumerate() {
-            if !skipped.contains(&(index as u32)) {
+        for key in keys {
+            if state.seen.get(key) == Some(&ticket) {
                 state.seen.remove(key);
             }
         }
-        // Their queue entries stay; evicting a key that is no longer in `seen` is harmless.
+        // Their queue entries stay; they evict nothing once the key is gone or re-inserted.
     }
 
     fn evict(&self, state: &mut State, now: i64) {
         let cutoff = now.saturating_sub(self.window_micros());
-        while let Some(&(key, at)) = state.order.front() {
+        while let Some(&(key, at, ticket)) = state.order.front() {
             if at >= cutoff {
                 break;
             }
             state.order.pop_front();
-            state.seen.remove(&key);
+            remove_if_owned(state, key, ticket);
         }
     }
 
     fn evict_to_capacity(&self, state: &mut State) {
         while state.order.len() > self.config.capacity {
-            if let Some((key, _)) = state.order.pop_front() {
-                state.seen.remove(&key);
+            if let Some((key, _, ticket)) = state.order.pop_front() {
+                remove_if_owned(state, key, ticket);
             }
         }
     }
@@ -163,6 +165,12 @@ impl Dedup {
     #[cfg(test)]
     pub fn len(&self) -> usize {
         self.lock().seen.len()
+    }
+}
+
+fn remove_if_owned(state: &mut State, key: u64, ticket: u64) {
+    if state.seen.get(&key) == Some(&ticket) {
+        state.seen.remove(&key);
     }
 }
 
@@ -226,7 +234,14 @@ mod tests {
         let dedup = Dedup::new(DedupConfig::default());
         let keys = [dedup.key("web", "m1")];
         let (skip, _) = dedup.check_and_insert(&mut dedup.lock(), &keys, 5, 1);
-        dedup.forget(&keys, &skip);
+        assert!(skip.is_empty());
+        // Another append's key is not forgotten by this one.
+        dedup.forget(&keys, 9);
+        assert_eq!(
+            dedup.check_and_insert(&mut dedup.lock(), &keys, 5, 3),
+            (vec![0], vec![1])
+        );
+        dedup.forget(&keys, 1);
         assert!(
             dedup
                 .check_and_insert(&mut dedup.lock(), &keys, 6, 2)

@@ -1,7 +1,7 @@
 //! [`Ingester`]: decode → WAL → buffer on the request path, and the flush loop into the table.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use arrow::compute::concat_batches;
@@ -85,16 +85,26 @@ pub enum IngestError {
     Wal(#[from] logektor_wal::Error),
 }
 
+/// What the WAL carries beside each record: the rows to buffer once it is durable, and the
+/// dedup keys it inserted, to forget if it fails.
+struct Appended {
+    batch: RecordBatch,
+    keys: Vec<u64>,
+    ticket: u64,
+}
+
 /// The write path. Cheap to share: hold it in an `Arc`.
 pub struct Ingester {
-    wal: Wal<RecordBatch>,
+    wal: Wal<Appended>,
     buffer: Arc<Buffer>,
     table: Mutex<WriterTable>,
     flush: FlushConfig,
     wake_flusher: Notify,
-    dedup: Dedup,
+    dedup: Arc<Dedup>,
     /// Tickets for WAL appends (from 1), so a repeat can learn whether its original was stored.
     next_ticket: AtomicU64,
+    /// A deletion of committed WAL segments failed and is to be retried.
+    wal_cleanup_due: AtomicBool,
     pub(crate) location: TableLocation,
     pub(crate) maintenance: MaintenanceConfig,
     /// Held while this process compacts.
@@ -108,10 +118,23 @@ impl Ingester {
         let committed = table.committed_seq();
         let buffer = Arc::new(Buffer::new(table.snapshot()));
         let sink = Arc::clone(&buffer);
-        let (wal, replay) =
-            Wal::open(config.wal.clone(), committed, move |items| sink.push(items))?;
+        let dedup = Arc::new(Dedup::new(config.dedup));
+        let failed = Arc::clone(&dedup);
+        // A failed append's ids are forgotten on the WAL thread, before any later append is
+        // written, whether or not the request that sent them is still waiting.
+        let (wal, replay) = Wal::open_with_hooks(
+            config.wal.clone(),
+            committed,
+            move |items: Vec<(u64, Appended)>| {
+                sink.push(items.into_iter().map(|(seq, item)| (seq, item.batch)));
+            },
+            move |items: Vec<Appended>| {
+                for item in items {
+                    failed.forget(&item.keys, item.ticket);
+                }
+            },
+        )?;
         // The dedup window, rebuilt: first what the table holds, then the WAL records on top.
-        let dedup = Dedup::new(config.dedup);
         let dedup_config = dedup.config();
         let mut remembered = 0;
         if dedup_config.capacity > 0 {
@@ -181,6 +204,7 @@ impl Ingester {
             wake_flusher: Notify::new(),
             dedup,
             next_ticket: AtomicU64::new(1),
+            wal_cleanup_due: AtomicBool::new(false),
             location: config.table,
             maintenance: config.maintenance,
             compaction_lock: Mutex::new(()),
@@ -220,7 +244,7 @@ impl Ingester {
             });
         }
         let events = parsed.into_events(&meta)?;
-        let keys: Vec<u64> = events
+        let mut keys: Vec<u64> = events
             .iter()
             .map(|event| self.dedup.key(&event.source, &event.message_id))
             .collect();
@@ -235,7 +259,7 @@ impl Ingester {
             body,
         };
         let mut payload = record.encode();
-        let (pending, skip, originals) = {
+        let (pending, skip, originals, inserted, ticket) = {
             let mut state = self.dedup.lock();
             let ticket = self.next_ticket.fetch_add(1, Ordering::Relaxed);
             let (skip, originals) = self.dedup.check_and_insert(
@@ -244,6 +268,16 @@ impl Ingester {
                 record.meta.received_at_micros,
                 ticket,
             );
+            let inserted: Vec<u64> = if skip.is_empty() {
+                std::mem::take(&mut keys)
+            } else {
+                let dropped = skip_mask(&skip, keys.len());
+                keys.iter()
+                    .zip(&dropped)
+                    .filter(|(_, dropped)| !**dropped)
+                    .map(|(key, _)| *key)
+                    .collect()
+            };
             if !skip.is_empty() {
                 let dropped = skip_mask(&skip, events.len());
                 let kept: Vec<_> = events
@@ -257,10 +291,17 @@ impl Ingester {
                 payload = record.encode();
             }
             // Enqueued under the lock: the WAL order matches the order of dedup decisions.
+            let item = Appended {
+                batch,
+                keys: inserted.clone(),
+                ticket,
+            };
             (
-                self.wal.enqueue_ticketed(payload, batch, ticket),
+                self.wal.enqueue_ticketed(payload, item, ticket),
                 skip,
                 originals,
+                inserted,
+                ticket,
             )
         };
         let count = events.len() - skip.len();
@@ -268,11 +309,15 @@ impl Ingester {
             metrics::counter!("logektor_events_duplicate_total").increment(skip.len() as u64);
         }
         let appended = match pending {
+            // If the write fails, the WAL's failure hook forgets our ids.
             Ok(pending) => pending.wait().await,
-            Err(err) => Err(err),
+            // Refused before it reached the writer: nothing else will forget them.
+            Err(err) => {
+                self.dedup.forget(&inserted, ticket);
+                Err(err)
+            }
         };
         if let Err(err) = appended {
-            self.dedup.forget(&keys, &skip);
             return Err(err.into());
         }
         // Events skipped as repeats are stored only if the append that first sent them was.
@@ -315,6 +360,9 @@ impl Ingester {
                 // The batches stay buffered (and in the WAL); the next tick tries again.
                 error!(error = %err, "flush failed; will retry");
                 tokio::time::sleep(self.flush.interval).await;
+            } else if !due && self.wal_cleanup_due.load(Ordering::Relaxed) {
+                let committed = self.buffer.table().committed_seq();
+                self.remove_committed_wal(committed).await;
             }
         }
         if let Err(err) = self.flush_now().await {
@@ -369,10 +417,22 @@ impl Ingester {
             );
             self.buffer.install_snapshot(writer.table.snapshot());
         }
-        if let Err(err) = self.wal.remove_through(writer.table.committed_seq()).await {
-            warn!(error = %err, "could not delete committed WAL segments; will retry after the next flush");
-        }
+        self.remove_committed_wal(writer.table.committed_seq())
+            .await;
         Ok(rows)
+    }
+
+    /// Deletes WAL segments the table holds; on failure (e.g. a full disk) the flusher retries
+    /// on its next tick even if nothing new arrives, since a full WAL volume may be exactly
+    /// why nothing does.
+    async fn remove_committed_wal(&self, committed: u64) {
+        match self.wal.remove_through(committed).await {
+            Ok(_) => self.wal_cleanup_due.store(false, Ordering::Relaxed),
+            Err(err) => {
+                warn!(error = %err, "could not delete committed WAL segments; will retry");
+                self.wal_cleanup_due.store(true, Ordering::Relaxed);
+            }
+        }
     }
 
     /// Catches the writer's table handle up with commits made by others (compaction,

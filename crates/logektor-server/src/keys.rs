@@ -76,14 +76,26 @@ impl Keys {
         }
     }
 
-    /// Adds read tokens scoped to sources (`--scoped-read-token`).
-    pub fn with_scoped_read_tokens(mut self, scoped: Vec<ScopedReadTokenArg>) -> Self {
-        self.scoped.extend(
-            scoped
-                .into_iter()
-                .map(|arg| (arg.token, Scope::Sources(arg.sources.into()))),
-        );
-        self
+    /// Adds read tokens scoped to sources (`--scoped-read-token`). A scoped token that is
+    /// also another credential is refused: which of its powers would win is not obvious.
+    pub fn with_scoped_read_tokens(
+        mut self,
+        scoped: Vec<ScopedReadTokenArg>,
+    ) -> anyhow::Result<Self> {
+        for arg in scoped {
+            let taken = self.read.contains(&arg.token)
+                || self.admin.contains(&arg.token)
+                || self.write.iter().any(|(key, _)| *key == arg.token)
+                || self.scoped.iter().any(|(token, _)| *token == arg.token);
+            anyhow::ensure!(
+                !taken,
+                "a --scoped-read-token (for {}) is also another key or token; use distinct secrets",
+                arg.sources.join("+")
+            );
+            self.scoped
+                .push((arg.token, Scope::Sources(arg.sources.into())));
+        }
+        Ok(self)
     }
 
     /// Resolves the credentials for a server using `data_dir`, creating them if needed.
@@ -147,9 +159,10 @@ impl Keys {
 
     /// The source a write key belongs to. Compares against every key in constant time.
     pub fn source_for(&self, presented: &str) -> Option<&str> {
+        let presented = digest(presented);
         let mut found = None;
         for (key, source) in &self.write {
-            if bool::from(key.as_bytes().ct_eq(presented.as_bytes())) {
+            if same(key, &presented) {
                 found = Some(source.as_str());
             }
         }
@@ -160,8 +173,9 @@ impl Keys {
     /// token), or `None` (not a read token). Compares against every token in constant time.
     pub fn read_scope(&self, presented: &str) -> Option<Scope> {
         let mut found = contains_constant_time(&self.read, presented).then_some(Scope::All);
+        let presented = digest(presented);
         for (token, scope) in &self.scoped {
-            if bool::from(token.as_bytes().ct_eq(presented.as_bytes())) && found.is_none() {
+            if same(token, &presented) && found.is_none() {
                 found = Some(scope.clone());
             }
         }
@@ -185,9 +199,20 @@ impl Keys {
 
 /// Compares against every token, so the time taken does not tell which one nearly matched.
 fn contains_constant_time(tokens: &[String], presented: &str) -> bool {
-    tokens.iter().fold(false, |ok, token| {
-        ok | bool::from(token.as_bytes().ct_eq(presented.as_bytes()))
-    })
+    let presented = digest(presented);
+    tokens
+        .iter()
+        .fold(false, |ok, token| ok | same(token, &presented))
+}
+
+/// Secrets are compared as fixed-size digests: comparing the strings themselves in constant
+/// time still tells their length (`ct_eq` returns early on a length mismatch).
+fn digest(secret: &str) -> [u8; 32] {
+    *blake3::hash(secret.as_bytes()).as_bytes()
+}
+
+fn same(secret: &str, presented: &[u8; 32]) -> bool {
+    bool::from(digest(secret).ct_eq(presented))
 }
 
 pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -255,7 +280,18 @@ mod tests {
             .with_scoped_read_tokens(vec![ScopedReadTokenArg {
                 sources: vec!["web".into(), "app".into()],
                 token: "rt-scoped".into(),
-            }]);
+            }])
+            .unwrap();
+        // A scoped token that is also a full read token is refused.
+        assert!(
+            first
+                .clone()
+                .with_scoped_read_tokens(vec![ScopedReadTokenArg {
+                    sources: vec!["web".into()],
+                    token: first.read[0].clone(),
+                }])
+                .is_err()
+        );
         assert_eq!(
             scoped.read_scope("rt-scoped"),
             Some(Scope::Sources(

@@ -11,6 +11,7 @@
 //!   message id) and export of a time range.
 
 pub mod config;
+mod conn;
 pub mod export;
 pub mod http;
 pub mod import;

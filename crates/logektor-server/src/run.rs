@@ -22,6 +22,9 @@ use crate::sources::{Salts, SourcePolicies};
 /// next start) or not (then its client retries).
 const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// How long shutdown waits for the final flush (e.g. while object storage hangs).
+const FINAL_FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Runs the server until SIGINT or SIGTERM, then shuts down in order: stop accepting, finish
 /// in-flight requests, flush the buffer into the table, exit.
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -60,7 +63,7 @@ async fn serve(
         args.read_tokens.clone(),
         args.admin_tokens.clone(),
     )?
-    .with_scoped_read_tokens(args.scoped_read_tokens.clone());
+    .with_scoped_read_tokens(args.scoped_read_tokens.clone())?;
     let node_id = keys::node_id(&args.data_dir)?;
     let sources = SourcePolicies::from_args(
         &args.ip_policies,
@@ -174,6 +177,7 @@ async fn serve(
     let limits = ConnectionLimits {
         max_connections: args.max_connections.max(1),
         header_timeout: args.header_timeout,
+        write_timeout: args.body_timeout,
     };
     let server = serve_connections(listener, router(state), limits, stopping.clone());
     // A client that never finishes its request must not keep the buffer from being flushed.
@@ -189,16 +193,29 @@ async fn serve(
 
     info!("stopped accepting; in-flight requests done; flushing");
     let _ = stop_flusher.send(true);
-    flusher.await.context("flusher task")?;
+    // A store that hangs must not keep the process from exiting: what is not flushed is in the
+    // WAL, and the next start replays it.
+    let flushed = tokio::time::timeout(FINAL_FLUSH_TIMEOUT, async {
+        flusher.await.context("flusher task")?;
+        // The flusher's last round flushed everything; make sure, and surface a failure.
+        compute
+            .spawn(async move { ingester.flush_now().await })
+            .await
+            .context("final flush task")?
+            .context("final flush")?;
+        anyhow::Ok(())
+    })
+    .await;
     // A compaction in progress is abandoned: its files are not committed and a later vacuum
     // or compaction does not need them.
     maintenance.abort();
-    // The flusher's last round flushed everything; make sure, and surface a failure.
-    compute
-        .spawn(async move { ingester.flush_now().await })
-        .await
-        .context("final flush task")?
-        .context("final flush")?;
+    match flushed {
+        Ok(result) => result?,
+        Err(_) => warn!(
+            ?FINAL_FLUSH_TIMEOUT,
+            "the final flush did not finish; exiting anyway (the WAL keeps the unflushed events)"
+        ),
+    }
     info!("shutdown complete");
     Ok(())
 }
@@ -209,6 +226,8 @@ struct ConnectionLimits {
     max_connections: usize,
     /// Time to send request headers; also how long an idle keep-alive connection stays.
     header_timeout: std::time::Duration,
+    /// Time a response write may make no progress (the client stopped reading).
+    write_timeout: std::time::Duration,
 }
 
 /// Accepts connections until `stopping` turns true, then waits for the open ones to finish
@@ -216,7 +235,8 @@ struct ConnectionLimits {
 /// (a permit per connection, so a flood of clients waits in the kernel's backlog rather than
 /// taking memory and file descriptors), and a header timeout, which hyper only enforces with a
 /// timer that `axum::serve` does not install. Slow bodies are bounded by `--body-timeout` in
-/// the handlers.
+/// the handlers, and a client that stops reading its response by the same time
+/// ([`crate::conn::WriteTimeout`]).
 async fn serve_connections(
     listener: tokio::net::TcpListener,
     app: axum::Router,
@@ -262,6 +282,7 @@ async fn serve_connections(
         builder
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_timeout);
+        let stream = crate::conn::WriteTimeout::new(stream, limits.write_timeout);
         let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
             if let Err(err) = connection.await {

@@ -111,6 +111,23 @@ impl<T: Send + 'static> Wal<T> {
     where
         F: FnMut(Vec<(u64, T)>) + Send + 'static,
     {
+        Self::open_with_hooks(config, committed_seq, apply, |_| {})
+    }
+
+    /// [`Self::open`], plus `on_failure`: it runs on the writer thread with the items of a
+    /// group whose write or sync failed, before any of its appends completes and before the
+    /// next group is written, so the caller can undo what it did for them (e.g. forget their
+    /// message ids) even if the requests that enqueued them are gone.
+    pub fn open_with_hooks<F, G>(
+        config: WalConfig,
+        committed_seq: u64,
+        apply: F,
+        on_failure: G,
+    ) -> Result<(Self, Vec<Record>)>
+    where
+        F: FnMut(Vec<(u64, T)>) + Send + 'static,
+        G: FnMut(Vec<T>) + Send + 'static,
+    {
         fs::create_dir_all(&config.dir).map_err(|err| Error::io(&config.dir, err))?;
         let existing = segment::list_segments(&config.dir)?;
         let mut replay = Vec::new();
@@ -158,6 +175,13 @@ impl<T: Send + 'static> Wal<T> {
                 continue;
             };
             last_seq = last_seq.max(last_record.seq);
+            if last_record.seq <= committed_seq {
+                // Wholly committed: delete it now, before a new segment needs the space (a
+                // volume filled by committed records must not keep the log from opening).
+                fs::remove_file(path).map_err(|err| Error::io(path, err))?;
+                segment::sync_dir(&config.dir)?;
+                continue;
+            }
             segments.push((*first_seq, path.clone()));
             replay.extend(scan.records.into_iter().filter(|r| r.seq > committed_seq));
         }
@@ -178,6 +202,7 @@ impl<T: Send + 'static> Wal<T> {
             next_seq,
             segments,
             apply,
+            on_failure: Box::new(on_failure),
             stats: Arc::clone(&stats),
             failure: Arc::clone(&failure),
             failed_tickets: Arc::clone(&failed_tickets),
@@ -293,6 +318,7 @@ struct Writer<T, F> {
     /// Every segment on disk as (first_seq, path), oldest first; the last is the open one.
     segments: Vec<(u64, PathBuf)>,
     apply: F,
+    on_failure: Box<dyn FnMut(Vec<T>) + Send>,
     stats: Arc<WalStats>,
     failure: Arc<Mutex<Option<String>>>,
     failed_tickets: Arc<Mutex<FailedTickets>>,
@@ -361,10 +387,9 @@ where
 
     /// Writes, syncs and applies one group, then answers its appends; false if it failed.
     fn commit_group(&mut self, group: Vec<(Vec<u8>, T, Reply)>, buffer: &mut Vec<u8>) -> bool {
-        if let Some(reason) = self.failure.lock().expect("wal failure lock").clone() {
-            for (_, _, reply) in group {
-                let _ = reply.send(Err(Error::Failed(reason.clone())));
-            }
+        let poisoned = self.failure.lock().expect("wal failure lock").clone();
+        if let Some(reason) = poisoned {
+            self.fail_group(group, &Error::Failed(reason));
             return false;
         }
         buffer.clear();
@@ -379,10 +404,12 @@ where
             // the cut fails is the file's state unknown, and the log poisoned.
             let reason = format!("write to {} failed: {err}", self.path.display());
             metrics::counter!("logektor_wal_failures_total").increment(1);
+            // Synced, so a crash cannot bring back records whose senders were told they failed.
             let cut = self
                 .file
                 .set_len(self.file_len)
-                .and_then(|()| self.file.seek(SeekFrom::Start(self.file_len)).map(|_| ()));
+                .and_then(|()| self.file.seek(SeekFrom::Start(self.file_len)).map(|_| ()))
+                .and_then(|()| self.file.sync_data());
             let error = match cut {
                 Ok(()) => {
                     warn!(%reason, "WAL write failed; the group is refused, the log stays usable");
@@ -395,9 +422,7 @@ where
                     Error::Failed(reason)
                 }
             };
-            for (_, _, reply) in group {
-                let _ = reply.send(Err(error.duplicate()));
-            }
+            self.fail_group(group, &error);
             return false;
         }
         if let Err(err) = self.file.sync_data() {
@@ -409,9 +434,7 @@ where
             error!(%reason, "WAL failed; refusing further writes");
             metrics::counter!("logektor_wal_failures_total").increment(1);
             *self.failure.lock().expect("wal failure lock") = Some(reason.clone());
-            for (_, _, reply) in group {
-                let _ = reply.send(Err(Error::Failed(reason.clone())));
-            }
+            self.fail_group(group, &Error::Failed(reason));
             return false;
         }
         self.stats.syncs.fetch_add(1, Ordering::Relaxed);
@@ -450,6 +473,22 @@ where
         true
     }
 
+    /// Hands a failed group's items to the failure hook, then tells its appends.
+    fn fail_group(&mut self, group: Vec<(Vec<u8>, T, Reply)>, error: &Error) {
+        let mut replies = Vec::with_capacity(group.len());
+        let items = group
+            .into_iter()
+            .map(|(_, item, reply)| {
+                replies.push(reply);
+                item
+            })
+            .collect();
+        (self.on_failure)(items);
+        for reply in replies {
+            let _ = reply.send(Err(error.duplicate()));
+        }
+    }
+
     fn rotate(&mut self) -> Result<()> {
         let (file, path) = segment::create_segment(&self.config.dir, self.next_seq)?;
         self.file = file;
@@ -470,15 +509,21 @@ where
                 Err(err) => return Err(Error::io(&path, err)),
             }
         }
-        // The open segment can go too once everything in it is committed: start a fresh one.
+        // The open segment can go too once everything in it is committed. It is cut back to
+        // its header in place rather than replaced by a new file: on a full volume there may
+        // be no room for a new segment until this one's space is freed. (Its name keeps an
+        // older first sequence number; names only order segments.)
         if self.segments.len() == 1
             && self.next_seq - 1 <= seq
             && self.file_len > segment::MAGIC.len() as u64
         {
-            let old = self.segments[0].1.clone();
-            self.rotate()?;
-            self.segments.remove(0);
-            fs::remove_file(&old).map_err(|err| Error::io(&old, err))?;
+            let header = segment::MAGIC.len() as u64;
+            self.file
+                .set_len(header)
+                .and_then(|()| self.file.seek(SeekFrom::Start(header)).map(|_| ()))
+                .and_then(|()| self.file.sync_all())
+                .map_err(|err| Error::io(&self.path, err))?;
+            self.file_len = header;
             removed += 1;
         }
         if removed > 0 {

@@ -7,14 +7,12 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use axum::Form;
 use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use logektor_query::Scope;
 use maud::{DOCTYPE, Markup, PreEscaped, html};
-use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::ingest::now_micros;
@@ -41,19 +39,27 @@ fn signed_in(state: &AppState, headers: &HeaderMap) -> Option<Scope> {
     token_from_cookie(headers).and_then(|token| state.keys.read_scope(&token))
 }
 
-#[derive(Deserialize)]
-pub(super) struct SignIn {
-    token: String,
-}
+/// Largest sign-in form body.
+const MAX_SIGN_IN_BODY: usize = 4096;
 
 /// `POST /login`: checks the read token and keeps it in a cookie.
 pub(super) async fn login(
     State(state): State<Arc<AppState>>,
     axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
-    Form(form): Form<SignIn>,
+    body: axum::body::Body,
 ) -> Response {
-    let token = form.token.trim();
+    // Read like every other body: capped and with the body timeout, so a stalled sign-in
+    // cannot hold a connection (axum's Form extractor has neither).
+    let form = match super::ingest::read_body(body, MAX_SIGN_IN_BODY, state.body_timeout).await {
+        Ok(form) => form,
+        Err(error) => return error.into_response(),
+    };
+    let token = url::form_urlencoded::parse(&form)
+        .find(|(name, _)| name == "token")
+        .map(|(_, value)| value.trim().to_owned())
+        .unwrap_or_default();
+    let token = token.as_str();
     if !state.keys.is_read_token(token) {
         return (
             StatusCode::UNAUTHORIZED,

@@ -471,9 +471,9 @@ fn full_wal_volume_answers_503_keeps_the_wal_intact_and_recovers() {
         &switch_arg,
         "--flush-interval",
         "100ms",
-        "--wal-segment-bytes",
-        "128KiB",
     ];
+    // The volume (1 MiB) is smaller than one WAL segment (64 MiB by default): the open
+    // segment fills it, and only cutting that segment back frees space.
     let server = TestServer::start(dir.path(), &args);
     // Nothing drains the WAL while the store stalls, so the volume fills.
     std::fs::write(&switch, "stall").unwrap();
@@ -570,6 +570,37 @@ fn slow_and_stalled_clients_are_cut_off() {
     let answer = read_to_close(slow_body);
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("not received within"), "{answer}");
+
+    // The sign-in form too (it is read like every other body).
+    let mut slow_login = connect(&server);
+    slow_login
+        .write_all(
+            b"POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\ntoken=",
+        )
+        .unwrap();
+    let answer = read_to_close(slow_login);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+
+    // A client that sends requests but never reads the answers: once the responses fill the
+    // socket buffers, the stalled write times out and the connection is closed.
+    let mut no_reader = connect(&server);
+    no_reader
+        .set_write_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let requests = b"GET /t.js HTTP/1.1\r\nHost: x\r\n\r\n".repeat(3_000);
+    let _ = no_reader.write_all(&requests);
+    std::thread::sleep(Duration::from_secs(4));
+    let started = Instant::now();
+    let answer = read_to_close(no_reader);
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "closed by the server, not by the client's read timeout"
+    );
+    let answered = answer.matches("HTTP/1.1 200").count();
+    assert!(
+        answered < 3_000,
+        "the server stopped writing to a client that does not read ({answered} answers)"
+    );
 
     // Idle connections fill every slot; they are closed after the header timeout, so a new
     // client is served instead of waiting forever.

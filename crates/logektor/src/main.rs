@@ -10,6 +10,13 @@ use logektor_server::config::ServeArgs;
 use logektor_table::TableLocation;
 use logektor_table::maintenance;
 
+/// mimalloc instead of glibc's allocator: the ingest path allocates many small, short-lived
+/// strings and JSON maps on several threads, where glibc spent a third of the server's CPU
+/// (`_int_malloc`, `malloc_consolidate`) and fragmented its per-thread arenas (see
+/// benches/README.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "logektor",

@@ -516,7 +516,7 @@ fn build_event(
 ) -> Result<Event> {
     let RawEvent {
         location,
-        object,
+        mut object,
         offset_ms,
     } = raw;
     let location = location.as_str();
@@ -604,19 +604,27 @@ fn build_event(
         ));
     }
 
+    // Checked in this order so the first bad field named is the same as ever.
+    for key in ["properties", "traits", "context", "integrations"] {
+        object_field(&object, key, location)?;
+    }
+    // The event's own context is moved out rather than copied: it is most of the event.
+    let event_context = match object.remove("context") {
+        Some(Value::Object(map)) => Some(map),
+        _ => None,
+    };
     let properties = object_field(&object, "properties", location)?;
     let traits = object_field(&object, "traits", location)?;
-    let event_context = object_field(&object, "context", location)?;
     let integrations = object_field(&object, "integrations", location)?;
 
     // Batch-level context is the default for every event; keys the event sets win.
     let mut context: Option<Map<String, Value>> = match (batch_context, event_context) {
         (None, None) => None,
         (Some(base), None) => Some(base.clone()),
-        (None, Some(own)) => Some(own.clone()),
+        (None, Some(own)) => Some(own),
         (Some(base), Some(own)) => {
             let mut merged = base.clone();
-            merged.extend(own.iter().map(|(k, v)| (k.clone(), v.clone())));
+            merged.extend(own);
             Some(merged)
         }
     };

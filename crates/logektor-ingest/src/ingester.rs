@@ -4,10 +4,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use arrow::compute::concat_batches;
 use arrow::record_batch::RecordBatch;
 use logektor_event::segment::ParsedBody;
-use logektor_event::{DecodeError, Endpoint, RequestMeta, decode, schema, to_record_batch};
+use logektor_event::{DecodeError, Endpoint, RequestMeta, decode, to_record_batch};
 use logektor_table::{EventTable, TableLocation};
 use logektor_wal::{Wal, WalConfig};
 use tokio::sync::{Mutex, Notify, watch};
@@ -388,10 +387,9 @@ impl Ingester {
         let Some((batches, through)) = self.buffer.pending() else {
             return Ok(0);
         };
-        let batch = concat_batches(&schema::events_schema(), &batches)?;
-        let rows = batch.num_rows();
+        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
         let started = std::time::Instant::now();
-        if let Err(err) = writer.table.append(&batch, through).await {
+        if let Err(err) = writer.table.append_batches(&batches, through).await {
             // The commit may have landed although we saw an error (e.g. a timeout after the log
             // write). Re-read the table's record of our position; until that succeeds the
             // writer is stale and nothing is written.

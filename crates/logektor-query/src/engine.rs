@@ -44,8 +44,11 @@ impl EventsSource for StaticSource {
 pub struct QueryConfig {
     /// Wall-clock limit for planning and running one query.
     pub timeout: Duration,
-    /// Memory pool shared by all running queries; a query that needs more fails (no spilling).
+    /// Memory pool shared by all running queries; beyond it, queries spill (up to
+    /// `max_spill_bytes`) or fail.
     pub memory_limit: usize,
+    /// Cap on the temporary files all running queries may spill to.
+    pub max_spill_bytes: u64,
     /// Cap on the in-memory size of one query's result.
     pub max_result_bytes: usize,
     /// DataFusion's target partitions (parallelism per query).
@@ -56,11 +59,27 @@ impl Default for QueryConfig {
     fn default() -> Self {
         Self {
             timeout: Duration::from_secs(30),
-            memory_limit: 1024 * 1024 * 1024,
+            memory_limit: default_memory_limit(),
+            max_spill_bytes: 16 * 1024 * 1024 * 1024,
             max_result_bytes: 1024 * 1024 * 1024,
             target_partitions: std::thread::available_parallelism().map_or(2, |n| n.get()),
         }
     }
+}
+
+/// Half the machine's memory (`MemTotal` in `/proc/meminfo`), at least 1 GiB; 1 GiB where that
+/// cannot be read. Reports over ten million events need several GiB (DuckDB's own default is
+/// 80% of memory); ingest stays well under 1 GiB.
+pub fn default_memory_limit() -> usize {
+    const FLOOR: usize = 1024 * 1024 * 1024;
+    let total_kib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|line| line.strip_prefix("MemTotal:"))
+                .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<usize>().ok())
+        });
+    total_kib.map_or(FLOOR, |kib| (kib * 1024 / 2).max(FLOOR))
 }
 
 /// Runs SQL over an [`EventsSource`].
@@ -74,9 +93,14 @@ impl QueryEngine {
     pub fn new(config: QueryConfig, source: Arc<dyn EventsSource>) -> Result<Self> {
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_limit(config.memory_limit, 1.0)
-            // No spilling: the query path writes nothing, not even temporary files.
+            // Sorts, windows and repartitions that outgrow the memory limit spill to the OS's
+            // temporary directory, up to a bound, instead of failing: sessionizing reports
+            // over a few hundred thousand events already exceeded 1 GiB as DataFusion counts
+            // memory (a sliced batch counts its whole buffers).
             .with_disk_manager_builder(
-                DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+                DiskManagerBuilder::default()
+                    .with_mode(DiskManagerMode::OsTmpDirectory)
+                    .with_max_temp_directory_size(config.max_spill_bytes),
             )
             .build_arc()
             .map_err(|err| QueryError::Internal(err.to_string()))?;

@@ -47,6 +47,7 @@ fn harness() -> &'static Harness {
         let config = QueryConfig {
             timeout: Duration::from_secs(2),
             memory_limit: 64 * 1024 * 1024,
+            max_spill_bytes: 0,
             max_result_bytes: 1024 * 1024,
             target_partitions: 1,
         };

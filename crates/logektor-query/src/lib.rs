@@ -13,7 +13,7 @@
 //!   batch so large results stream.
 //!
 //! Invariant: the query path never writes: no DDL, DML, COPY or SET, no file-reading table
-//! functions or URL tables, no spilling to disk.
+//! functions or URL tables; spilling only to the engine's own bounded temporary files.
 
 mod engine;
 mod error;
@@ -24,7 +24,10 @@ pub mod provider;
 pub mod reports;
 pub mod request;
 
-pub use engine::{EventsSource, EventsView, QueryConfig, QueryEngine, QueryStream, StaticSource};
+pub use engine::{
+    EventsSource, EventsView, QueryConfig, QueryEngine, QueryStream, StaticSource,
+    default_memory_limit,
+};
 pub use error::{QueryError, Result};
 pub use format::{BatchEncoder, Format};
 pub use provider::Scope;

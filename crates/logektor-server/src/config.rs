@@ -190,9 +190,15 @@ pub struct ServeArgs {
     #[arg(long, env = "LOGEKTOR_QUERY_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub query_timeout: Duration,
 
-    /// Memory shared by all running SQL queries; a query needing more fails with a clear error.
-    #[arg(long, env = "LOGEKTOR_QUERY_MEMORY_LIMIT", default_value = "1GiB", value_parser = parse_bytes)]
-    pub query_memory_limit: usize,
+    /// Memory shared by all running SQL queries (default: half the machine's memory, at least
+    /// 1 GiB); past it they spill, and a query that cannot fails with a clear error.
+    #[arg(long, env = "LOGEKTOR_QUERY_MEMORY_LIMIT", value_parser = parse_bytes)]
+    pub query_memory_limit: Option<usize>,
+
+    /// Temporary files (in the OS's temporary directory) that sorts, joins and windows of all
+    /// running queries may spill to once they exceed the memory limit; 0 disables spilling.
+    #[arg(long, env = "LOGEKTOR_QUERY_MAX_SPILL", default_value = "16GiB", value_parser = parse_bytes)]
+    pub query_max_spill: usize,
 
     /// Largest result one SQL query may return.
     #[arg(long, env = "LOGEKTOR_QUERY_MAX_RESULT_BYTES", default_value = "1GiB", value_parser = parse_bytes)]

@@ -83,7 +83,9 @@ async fn serve(
         max_buffer_bytes = args.max_buffer_bytes,
         wal_segment_bytes = args.wal_segment_bytes,
         query_timeout = ?args.query_timeout,
-        query_memory_limit = args.query_memory_limit,
+        query_memory_limit = args
+            .query_memory_limit
+            .unwrap_or_else(logektor_query::default_memory_limit),
         compaction_interval = ?args.compaction_interval,
         vacuum_interval = ?args.vacuum_interval,
         vacuum_grace = ?args.vacuum_grace,
@@ -137,7 +139,10 @@ async fn serve(
     let engine = Arc::new(QueryEngine::new(
         QueryConfig {
             timeout: args.query_timeout,
-            memory_limit: args.query_memory_limit,
+            memory_limit: args
+                .query_memory_limit
+                .unwrap_or_else(logektor_query::default_memory_limit),
+            max_spill_bytes: args.query_max_spill as u64,
             max_result_bytes: args.query_max_result_bytes,
             target_partitions: compute_threads,
         },

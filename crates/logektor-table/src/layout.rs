@@ -1,6 +1,9 @@
 //! How rows are laid out in Parquet: sort order and encoding settings.
 
-use arrow::compute::{SortColumn, lexsort_to_indices, take_record_batch};
+use arrow::array::ArrayRef;
+use arrow::compute::{
+    SortColumn, concat, interleave_record_batch, lexsort_to_indices, take_record_batch,
+};
 use arrow::record_batch::RecordBatch;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersion};
@@ -33,6 +36,81 @@ pub fn sort_for_layout(batch: &RecordBatch) -> Result<RecordBatch> {
         .collect::<Vec<_>>();
     let indices = lexsort_to_indices(&columns, None)?;
     Ok(take_record_batch(batch, &indices)?)
+}
+
+/// Rows per piece handed to the Parquet writer by [`SortedRows::chunks`].
+pub const WRITE_CHUNK_ROWS: usize = 16 * 1024;
+
+/// Many batches in [`SORT_COLUMNS`] order without concatenating them: only the sort keys are
+/// gathered and sorted; the rows themselves are copied a chunk at a time, straight from the
+/// input batches into the writer. A flush used to concatenate the buffer, then copy it again
+/// sorted, then once more split by date: three full copies of ~100 MB each second, whose page
+/// faults alone took an eighth of the server's CPU (benches/README.md).
+pub struct SortedRows<'a> {
+    batches: &'a [RecordBatch],
+    /// `(batch, row)` in sorted order.
+    order: Vec<(usize, usize)>,
+}
+
+impl<'a> SortedRows<'a> {
+    /// Sorts the rows of `batches`, which share one schema.
+    pub fn new(batches: &'a [RecordBatch]) -> Result<Self> {
+        let batches_with_rows: Vec<usize> = (0..batches.len())
+            .filter(|&i| batches[i].num_rows() > 0)
+            .collect();
+        let mut starts = Vec::with_capacity(batches.len());
+        let mut total = 0;
+        for batch in batches {
+            starts.push(total);
+            total += batch.num_rows();
+        }
+        let order = if total <= 1 || batches_with_rows.is_empty() {
+            batches_with_rows
+                .iter()
+                .flat_map(|&b| (0..batches[b].num_rows()).map(move |r| (b, r)))
+                .collect()
+        } else {
+            let mut columns = Vec::with_capacity(SORT_COLUMNS.len());
+            for name in SORT_COLUMNS {
+                let parts: Vec<&ArrayRef> = batches
+                    .iter()
+                    .filter_map(|batch| batch.column_by_name(name))
+                    .collect();
+                if parts.len() != batches.len() {
+                    continue;
+                }
+                let refs: Vec<&dyn arrow::array::Array> =
+                    parts.iter().map(|array| array.as_ref()).collect();
+                columns.push(SortColumn {
+                    values: concat(&refs)?,
+                    options: None,
+                });
+            }
+            let indices = lexsort_to_indices(&columns, None)?;
+            indices
+                .values()
+                .iter()
+                .map(|&global| {
+                    let global = global as usize;
+                    let batch = starts.partition_point(|&start| start <= global) - 1;
+                    (batch, global - starts[batch])
+                })
+                .collect()
+        };
+        Ok(Self { batches, order })
+    }
+
+    pub fn num_rows(&self) -> usize {
+        self.order.len()
+    }
+
+    /// The sorted rows in batches of at most `rows`.
+    pub fn chunks(&self, rows: usize) -> impl Iterator<Item = Result<RecordBatch>> + '_ {
+        let refs: Vec<&RecordBatch> = self.batches.iter().collect();
+        self.order
+            .chunks(rows.max(1))
+            .map(move |chunk| Ok(interleave_record_batch(&refs, chunk)?))
+    }
 }
 
 /// Parquet settings for every file Logektor writes.

@@ -168,7 +168,14 @@ fn bad_sql_requests_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(
         dir.path(),
-        &["--query-timeout", "2s", "--query-memory-limit", "8MiB"],
+        &[
+            "--query-timeout",
+            "2s",
+            "--query-memory-limit",
+            "8MiB",
+            "--query-max-spill",
+            "0",
+        ],
     );
     send_batches(&server, &track_events("q", 10), 10);
 
@@ -247,5 +254,17 @@ fn bad_sql_requests_are_refused() {
     );
     // The server is still fine.
     assert_eq!(server.count("SELECT count(*) AS n FROM events"), 10);
+    server.stop();
+
+    // With spilling allowed (the default), the same memory limit sorts what it cannot hold.
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), &["--query-memory-limit", "8MiB"]);
+    assert_eq!(
+        server.count(
+            "SELECT max(r) AS n FROM (SELECT row_number() OVER (ORDER BY v DESC) AS r \
+             FROM generate_series(1, 3000000) AS t(v))"
+        ),
+        3_000_000
+    );
     server.stop();
 }

@@ -29,7 +29,7 @@ use object_store::ObjectStoreExt;
 use serde::Serialize;
 use tracing::info;
 
-use crate::layout::{sort_for_layout, writer_properties};
+use crate::layout::{SortedRows, WRITE_CHUNK_ROWS, writer_properties};
 use crate::table::{load_if_exists, sync_local_files};
 use crate::{Error, Result, TableLocation};
 
@@ -53,7 +53,7 @@ impl Default for CompactionConfig {
         Self {
             target_file_bytes: 256 * 1024 * 1024,
             min_small_files: 16,
-            max_bin_rows: 1_000_000,
+            max_bin_rows: 500_000,
         }
     }
 }
@@ -329,13 +329,16 @@ pub async fn compact(
                     batches.push(with_partition_column(&batch?, days)?);
                 }
             }
-            let merged = arrow::compute::concat_batches(&events_schema(), &batches)?;
-            drop(batches);
-            let sorted = sort_for_layout(&merged)?;
-            drop(merged);
+            // Sorted by key and written in chunks gathered from the read batches: the bin is
+            // held once, not three times (concatenated, sorted, split by date).
+            let sorted = SortedRows::new(&batches)?;
             let mut writer =
                 RecordBatchWriter::for_table(&table)?.with_writer_properties(writer_properties());
-            writer.write(sorted).await?;
+            for chunk in sorted.chunks(WRITE_CHUNK_ROWS) {
+                writer.write(chunk?).await?;
+            }
+            drop(sorted);
+            drop(batches);
             for mut add in writer.flush().await? {
                 add.data_change = false;
                 written.push(add.path.clone());

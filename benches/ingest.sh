@@ -4,7 +4,10 @@
 #
 #   benches/ingest.sh [SECONDS] [CONNECTIONS] [BATCH] [DUCKDB_EVENTS]
 #
-# Prints both figures and their ratios; results go into benches/README.md by hand.
+# Phases: SECONDS at maximum rate (throughput, CPU per event, RSS); 30 s at half the rate it
+# reached (ack latency) with freshness probes meanwhile (acknowledged -> visible in /v1/sql);
+# freshness again with the server idle; then DuckDB's offline conversion of the same kind of
+# events. Prints every figure and the ratios; results go into benches/README.md by hand.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-30}
@@ -28,6 +31,21 @@ for _ in $(seq 100); do curl -sf http://127.0.0.1:18181/health >/dev/null && bre
 echo "== Logektor: ${seconds}s, $connections connections, batches of $batch"
 "$bin/logektor-loadgen" send --url http://127.0.0.1:18181 --write-key bench-key \
   --batch "$batch" --connections "$connections" --duration "${seconds}s" --server-pid "$server" | tee "$out/logektor.tsv"
+
+half=$(awk -F'\t' '$1=="events_per_s"{printf "%d", $2/2}' "$out/logektor.tsv")
+echo "== Logektor: 30s at half that rate ($half events/s), freshness probes meanwhile"
+"$bin/logektor-loadgen" send --url http://127.0.0.1:18181 --write-key bench-key \
+  --batch "$batch" --connections "$connections" --duration 30s --rate "$half" \
+  | sed 's/^/half_rate_/' > "$out/logektor-half.tsv" &
+half_pid=$!
+sleep 5
+"$bin/logektor-loadgen" freshness --url http://127.0.0.1:18181 --write-key bench-key \
+  --read-token bench-token --probes 200 --pause 50ms | tee "$out/freshness.tsv"
+wait "$half_pid"
+grep -E "half_rate_(events_per_s|ack_p50_ms|ack_p99_ms|ack_p999_ms|statuses)" "$out/logektor-half.tsv"
+echo "== freshness with the server idle"
+"$bin/logektor-loadgen" freshness --url http://127.0.0.1:18181 --write-key bench-key \
+  --read-token bench-token --probes 200 --pause 20ms | sed 's/^freshness_/idle_freshness_/'
 kill -TERM "$server"; wait "$server" || true
 table_bytes=$(du -sb "$data/events" | cut -f1)
 events=$(awk -F'\t' '$1=="accepted_events"{print $2}' "$out/logektor.tsv")

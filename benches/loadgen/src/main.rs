@@ -2,7 +2,7 @@
 //! generator that posts pre-built batches (only the message ids are patched per request, so the
 //! generator stays cheap per event on a machine it shares with the server).
 
-mod traffic;
+use logektor_loadgen::traffic;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -31,8 +31,22 @@ enum Command {
         #[arg(long, default_value_t = 42)]
         seed: u64,
     },
+    /// Write generated batch bodies (`{"batch": [...]}`), one per line.
+    Batches {
+        #[arg(long)]
+        events: usize,
+        /// Events per batch body.
+        #[arg(long, default_value_t = 100)]
+        batch: usize,
+        #[arg(long)]
+        out: std::path::PathBuf,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
     /// Post batches to a server and report throughput and ack latency.
     Send(SendArgs),
+    /// Measure how soon an acknowledged event is visible to `/v1/sql`.
+    Freshness(FreshnessArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -54,11 +68,42 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Batches {
+            events,
+            batch,
+            out,
+            seed,
+        } => {
+            let mut generator = traffic::Generator::new(seed);
+            let mut file = std::io::BufWriter::new(std::fs::File::create(&out)?);
+            let batch = batch.max(1);
+            let mut written = 0;
+            while written < events {
+                let n = batch.min(events - written);
+                let body: Vec<_> = (written..written + n)
+                    .map(|i| generator.event(&format!("bt-{i}")))
+                    .collect();
+                serde_json::to_writer(&mut file, &serde_json::json!({ "batch": body }))?;
+                writeln!(file)?;
+                written += n;
+            }
+            file.flush()?;
+            println!(
+                "wrote {events} events in {} batch bodies to {}",
+                events.div_ceil(batch),
+                out.display()
+            );
+            Ok(())
+        }
         Command::Send(args) => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()?
             .block_on(send(args)),
+        Command::Freshness(args) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(freshness(args)),
     }
 }
 
@@ -259,5 +304,111 @@ async fn send(args: SendArgs) -> anyhow::Result<()> {
             after.peak_rss_bytes as f64 / 1048576.0
         );
     }
+    Ok(())
+}
+
+#[derive(clap::Args)]
+struct FreshnessArgs {
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    #[arg(long)]
+    write_key: String,
+    #[arg(long)]
+    read_token: String,
+    /// Events to send, one request each, one after another.
+    #[arg(long, default_value_t = 200)]
+    probes: usize,
+    /// Pause between probes.
+    #[arg(long, default_value = "20ms", value_parser = humantime::parse_duration)]
+    pause: Duration,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+}
+
+/// Sends one event at a time and, as soon as it is acknowledged, asks `/v1/sql` for it until it
+/// is there: freshness is the time from the 200 to the first answer that includes the event.
+async fn freshness(args: FreshnessArgs) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    let base = args.url.trim_end_matches('/');
+    let mut generator = traffic::Generator::new(args.seed);
+    let run = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_nanos();
+    let mut delays = Vec::with_capacity(args.probes);
+    let mut queries = 0usize;
+    let mut first_query_hits = 0usize;
+    for probe in 0..args.probes {
+        let id = format!("fresh-{run}-{probe}");
+        // No client timestamp: the event happens when it is received, so the query below can
+        // prune to the newest data by `received_at` however large the table has grown.
+        let mut event = generator.event(&id);
+        event
+            .as_object_mut()
+            .expect("an event is an object")
+            .remove("timestamp");
+        let body = serde_json::json!({ "batch": [event] });
+        let since = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs()
+            .saturating_sub(60);
+        let response = client
+            .post(format!("{base}/v1/batch"))
+            .basic_auth(&args.write_key, Some(""))
+            .json(&body)
+            .send()
+            .await?;
+        anyhow::ensure!(
+            response.status().is_success(),
+            "ingest answered {}",
+            response.status()
+        );
+        let acked = Instant::now();
+        let sql = format!(
+            "SELECT count(*) AS n FROM events \
+             WHERE received_at >= to_timestamp_seconds({since}) AND message_id = '{id}'"
+        );
+        let mut attempts = 0usize;
+        loop {
+            attempts += 1;
+            let answer = client
+                .post(format!("{base}/v1/sql?format=csv"))
+                .bearer_auth(&args.read_token)
+                .header("content-type", "text/plain")
+                .body(sql.clone())
+                .send()
+                .await?;
+            anyhow::ensure!(
+                answer.status().is_success(),
+                "/v1/sql answered {}",
+                answer.status()
+            );
+            let text = answer.text().await?;
+            if text.lines().nth(1).map(str::trim) == Some("1") {
+                break;
+            }
+            anyhow::ensure!(
+                acked.elapsed() < Duration::from_secs(30),
+                "event {id} not visible 30 s after its acknowledgement"
+            );
+        }
+        delays.push(acked.elapsed());
+        queries += attempts;
+        first_query_hits += usize::from(attempts == 1);
+        tokio::time::sleep(args.pause).await;
+    }
+    delays.sort();
+    let ms = |p: f64| {
+        let index = ((delays.len() as f64 * p).ceil() as usize).clamp(1, delays.len()) - 1;
+        delays[index].as_secs_f64() * 1000.0
+    };
+    println!("freshness_probes\t{}", delays.len());
+    println!("freshness_p50_ms\t{:.2}", ms(0.50));
+    println!("freshness_p99_ms\t{:.2}", ms(0.99));
+    println!("freshness_max_ms\t{:.2}", ms(1.0));
+    println!(
+        "freshness_visible_on_first_query\t{first_query_hits} of {}",
+        delays.len()
+    );
+    println!("freshness_queries\t{queries}");
     Ok(())
 }

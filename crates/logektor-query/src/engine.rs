@@ -77,7 +77,13 @@ pub fn default_memory_limit() -> usize {
         .and_then(|text| {
             text.lines()
                 .find_map(|line| line.strip_prefix("MemTotal:"))
-                .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<usize>().ok())
+                .and_then(|rest| {
+                    rest.trim()
+                        .trim_end_matches("kB")
+                        .trim()
+                        .parse::<usize>()
+                        .ok()
+                })
         });
     total_kib.map_or(FLOOR, |kib| (kib * 1024 / 2).max(FLOOR))
 }

@@ -439,10 +439,8 @@ mod tests {
         let sorted = SortedRows::new(&batches).unwrap();
         assert_eq!(sorted.num_rows(), 25);
         for chunk_rows in [1, 4, 25, 1000] {
-            let chunks: Vec<RecordBatch> = sorted
-                .chunks(chunk_rows)
-                .collect::<Result<_>>()
-                .unwrap();
+            let chunks: Vec<RecordBatch> =
+                sorted.chunks(chunk_rows).collect::<Result<_>>().unwrap();
             assert!(chunks.iter().all(|c| c.num_rows() <= chunk_rows));
             let joined = arrow::compute::concat_batches(&events_schema(), &chunks).unwrap();
             // The sort is not stable across equal keys, so compare the key columns in order
@@ -455,14 +453,13 @@ mod tests {
                 );
             }
             let rows = |batch: &RecordBatch| {
-                let mut lines: Vec<String> = arrow::util::pretty::pretty_format_batches(
-                    &[batch.clone()],
-                )
-                .unwrap()
-                .to_string()
-                .lines()
-                .map(str::to_owned)
-                .collect();
+                let mut lines: Vec<String> =
+                    arrow::util::pretty::pretty_format_batches(std::slice::from_ref(batch))
+                        .unwrap()
+                        .to_string()
+                        .lines()
+                        .map(str::to_owned)
+                        .collect();
                 lines.sort();
                 lines
             };

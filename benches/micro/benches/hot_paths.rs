@@ -1,0 +1,106 @@
+//! criterion micro-benchmarks of the three hot paths of ingest, on the load generator's traffic:
+//!
+//! - `decode`: a 100-event Segment batch body → validated events → one Arrow record batch;
+//! - `wal_append`: 64 concurrent appends of one such body each, as one fsync'd group commit;
+//! - `parquet_encode`: buffered 100-row batches → sorted chunks → a Parquet file in memory,
+//!   with the table's writer settings (what a flush does before its commit).
+//!
+//! `cargo bench -p logektor-micro` (release); `cargo test` runs each once as a smoke test.
+
+use std::hint::black_box;
+
+use arrow::record_batch::RecordBatch;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use logektor_event::segment::ParsedBody;
+use logektor_event::{Endpoint, RequestMeta, to_record_batch};
+use logektor_loadgen::traffic;
+use logektor_table::{SortedRows, WRITE_CHUNK_ROWS, writer_properties};
+use logektor_wal::{Wal, WalConfig};
+use parquet::arrow::ArrowWriter;
+
+const BATCH: usize = 100;
+
+fn batch_body(seed: u64, offset: usize) -> Vec<u8> {
+    let mut generator = traffic::Generator::new(seed);
+    let events: Vec<_> = (0..BATCH)
+        .map(|i| generator.event(&format!("micro-{}", offset + i)))
+        .collect();
+    serde_json::to_vec(&serde_json::json!({ "batch": events })).unwrap()
+}
+
+fn meta() -> RequestMeta {
+    RequestMeta::new(1_714_600_000_000_000, "web", 7)
+}
+
+fn decode_batch(body: &[u8]) -> RecordBatch {
+    let parsed = ParsedBody::parse(Endpoint::Batch, body).unwrap();
+    to_record_batch(&parsed.into_events(&meta()).unwrap())
+}
+
+fn decode(c: &mut Criterion) {
+    let body = batch_body(1, 0);
+    let mut group = c.benchmark_group("decode");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    group.bench_function("segment_batch_of_100", |b| {
+        b.iter(|| decode_batch(black_box(&body)))
+    });
+    group.finish();
+}
+
+fn wal_append(c: &mut Criterion) {
+    const CONCURRENT: usize = 64;
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, _) = Wal::<()>::open(WalConfig::new(dir.path()), 0, |_| {}).unwrap();
+    let body = batch_body(2, 0);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut group = c.benchmark_group("wal_append");
+    group.throughput(Throughput::Bytes((CONCURRENT * body.len()) as u64));
+    group.sample_size(20);
+    group.bench_function("group_of_64_batch_bodies", |b| {
+        b.iter(|| {
+            runtime.block_on(async {
+                let pending: Vec<_> = (0..CONCURRENT)
+                    .map(|_| wal.enqueue(body.clone(), ()).unwrap())
+                    .collect();
+                for append in pending {
+                    append.wait().await.unwrap();
+                }
+            })
+        })
+    });
+    group.finish();
+    drop(wal);
+}
+
+fn parquet_encode(c: &mut Criterion) {
+    // 20,000 rows keeps the smoke run of `cargo test` short; a flush at full load writes ~100k.
+    let batches: Vec<RecordBatch> = (0..200)
+        .map(|i| decode_batch(&batch_body(3 + i as u64, i * BATCH)))
+        .collect();
+    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    let mut group = c.benchmark_group("parquet_encode");
+    group.throughput(Throughput::Elements(rows as u64));
+    group.sample_size(10);
+    group.bench_function("sort_and_encode_20k_rows", |b| {
+        b.iter(|| {
+            let sorted = SortedRows::new(&batches).unwrap();
+            let mut file = Vec::new();
+            let mut writer =
+                ArrowWriter::try_new(&mut file, batches[0].schema(), Some(writer_properties()))
+                    .unwrap();
+            for chunk in sorted.chunks(WRITE_CHUNK_ROWS) {
+                writer.write(&chunk.unwrap()).unwrap();
+            }
+            writer.close().unwrap();
+            file.len()
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, decode, wal_append, parquet_encode);
+criterion_main!(benches);

@@ -1,9 +1,7 @@
 //! How rows are laid out in Parquet: sort order and encoding settings.
 
 use arrow::array::ArrayRef;
-use arrow::compute::{
-    SortColumn, concat, interleave_record_batch, lexsort_to_indices, take_record_batch,
-};
+use arrow::compute::{SortColumn, concat, interleave_record_batch, lexsort_to_indices};
 use arrow::record_batch::RecordBatch;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersion};
@@ -21,8 +19,11 @@ const ROW_GROUP_ROWS: usize = 128 * 1024;
 /// row-group and page statistics prune time ranges and event names.
 const SORT_COLUMNS: &[&str] = &["event_date", "source", "type", "event", "timestamp"];
 
-/// Sorts a batch for [`SORT_COLUMNS`].
-pub fn sort_for_layout(batch: &RecordBatch) -> Result<RecordBatch> {
+/// Sorts a batch for [`SORT_COLUMNS`] in one piece: the plain reference [`SortedRows`] is
+/// tested against (writers use [`SortedRows`], which never copies all rows at once).
+#[cfg(test)]
+pub(crate) fn sort_for_layout(batch: &RecordBatch) -> Result<RecordBatch> {
+    use arrow::compute::take_record_batch;
     if batch.num_rows() <= 1 {
         return Ok(batch.clone());
     }

@@ -18,6 +18,10 @@ use logektor_table::{SortedRows, WRITE_CHUNK_ROWS, writer_properties};
 use logektor_wal::{Wal, WalConfig};
 use parquet::arrow::ArrowWriter;
 
+/// The server's allocator, so allocation costs what it costs there.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const BATCH: usize = 100;
 
 fn batch_body(seed: u64, offset: usize) -> Vec<u8> {

@@ -22,6 +22,10 @@ pub(crate) fn referrer_host(text: &str) -> Option<String> {
 /// The five `utm_*` query parameters of a page URL, in column order.
 pub(crate) fn utm_from_url(text: &str) -> [Option<String>; 5] {
     let mut tags: [Option<String>; 5] = Default::default();
+    // Most page URLs have no query at all: skip parsing them.
+    if !text.contains('?') {
+        return tags;
+    }
     let Ok(url) = Url::parse(text) else {
         return tags;
     };

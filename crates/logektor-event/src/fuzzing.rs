@@ -16,7 +16,20 @@ fn meta() -> RequestMeta {
 fn ingest(endpoint: Endpoint, body: &[u8]) {
     if let Ok(parsed) = ParsedBody::parse(endpoint, body) {
         let _ = parsed.write_key();
-        if let Ok(events) = parsed.into_events(&meta()) {
+        let decoded = parsed.into_events(&meta());
+        // The fast decoder of a batch's events must agree with the general one on every input:
+        // the same rows, or the same error.
+        if endpoint == Endpoint::Batch {
+            let general = ParsedBody::parse(endpoint, body)
+                .expect("parsed once")
+                .into_events_with(&meta(), false);
+            match (&decoded, &general) {
+                (Ok(fast), Ok(general)) => crate::borrowed::assert_same_rows(fast, general),
+                (Err(fast), Err(general)) => assert_eq!(fast.to_string(), general.to_string()),
+                _ => panic!("the decoders disagree: {decoded:?} against {general:?}"),
+            }
+        }
+        if let Ok(events) = decoded {
             let batch = to_record_batch(&events);
             assert_eq!(batch.num_rows(), events.len());
         }

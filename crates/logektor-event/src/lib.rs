@@ -13,6 +13,8 @@
 //! Main types: [`Endpoint`] (which Segment call, or PostHog, the body came from), [`RequestMeta`],
 //! [`segment::decode`], [`builder::EventBatchBuilder`], [`Event`].
 
+#[doc(hidden)]
+pub mod borrowed;
 pub mod builder;
 pub mod compression;
 pub mod enrich;

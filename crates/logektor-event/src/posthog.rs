@@ -199,6 +199,7 @@ pub(crate) fn parse(body: &[u8]) -> Result<ParsedBody> {
     }
     Ok(ParsedBody {
         events,
+        batch_events: None,
         implied_type: None,
         batch_context: None,
         batch_sent_at: sent_at,

@@ -188,10 +188,38 @@ struct BatchEnvelope<'a> {
 /// `writeKey` from the body before the events are built for that source.
 pub struct ParsedBody {
     pub(crate) events: Vec<RawEvent>,
+    /// The events of a Segment batch, as text (`events` is empty then); each is decoded by
+    /// [`crate::borrowed`] when it can be and parsed into a tree only when it cannot.
+    pub(crate) batch_events: Option<EventTexts>,
     pub(crate) implied_type: Option<EventType>,
     pub(crate) batch_context: Option<Map<String, Value>>,
     pub(crate) batch_sent_at: Option<Value>,
     pub(crate) write_key: Option<String>,
+}
+
+/// The texts of a batch's events, one after another in one string.
+#[derive(Default)]
+pub(crate) struct EventTexts {
+    text: String,
+    ends: Vec<usize>,
+}
+
+impl EventTexts {
+    fn push(&mut self, event: &str) {
+        self.text.push_str(event);
+        self.ends.push(self.text.len());
+    }
+
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &str> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts
+            .zip(&self.ends)
+            .map(|(start, &end)| &self.text[start..end])
+    }
 }
 
 /// One event of a body in Segment's shape, not yet validated.
@@ -230,6 +258,7 @@ impl ParsedBody {
                 let write_key = string_field(&object, "writeKey", "body")?;
                 Ok(Self {
                     events: vec![RawEvent::new(kind.as_str().to_owned(), object)],
+                    batch_events: None,
                     implied_type: Some(kind),
                     batch_context: None,
                     batch_sent_at: None,
@@ -248,19 +277,27 @@ impl ParsedBody {
         if raw_events.is_empty() {
             return Err(DecodeError::EmptyBatch);
         }
-        let mut events = Vec::with_capacity(raw_events.len());
+        let mut events = EventTexts {
+            text: String::with_capacity(body.len()),
+            ends: Vec::with_capacity(raw_events.len()),
+        };
         for (index, raw) in raw_events.into_iter().enumerate() {
-            let location = format!("batch[{index}]");
             let text = raw.get();
             if text.len() > MAX_EVENT_BYTES {
                 return Err(DecodeError::EventTooLarge {
-                    location,
+                    location: format!("batch[{index}]"),
                     size: text.len(),
                     limit: MAX_EVENT_BYTES,
                 });
             }
-            let object = parse_object(text.as_bytes(), &location)?;
-            events.push(RawEvent::new(location, object));
+            // The envelope's parse validated the JSON; what is left to check is the shape.
+            if !text.starts_with('{') {
+                return Err(DecodeError::invalid(
+                    &format!("batch[{index}]"),
+                    "event must be a JSON object",
+                ));
+            }
+            events.push(text);
         }
         let mut batch_context = match envelope.context {
             None | Some(Value::Null) => None,
@@ -304,7 +341,8 @@ impl ParsedBody {
             }
         };
         Ok(Self {
-            events,
+            events: Vec::new(),
+            batch_events: Some(events),
             implied_type: None,
             batch_context,
             batch_sent_at: envelope.sent_at,
@@ -319,17 +357,52 @@ impl ParsedBody {
 
     /// Number of events in the body.
     pub fn len(&self) -> usize {
-        self.events.len()
+        match &self.batch_events {
+            Some(texts) => texts.len(),
+            None => self.events.len(),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.events.is_empty()
+        self.len() == 0
     }
 
     /// Validates every event and builds the canonical rows; fails on the first bad event.
     pub fn into_events(self, meta: &RequestMeta) -> Result<Vec<Event>> {
+        self.into_events_with(meta, true)
+    }
+
+    /// [`ParsedBody::into_events`], with the fast decoder of [`crate::borrowed`] allowed or not
+    /// (tests compare the two).
+    pub(crate) fn into_events_with(self, meta: &RequestMeta, fast: bool) -> Result<Vec<Event>> {
         let batch_sent_at = optional_timestamp(self.batch_sent_at.as_ref(), "body", "sentAt")?;
-        let mut out = Vec::with_capacity(self.events.len());
+        let mut out = Vec::with_capacity(self.len());
+        if let Some(texts) = &self.batch_events {
+            // A batch-level context is merged into every event: only the general decoder does.
+            let fast = fast && self.batch_context.is_none();
+            for (index, text) in texts.iter().enumerate() {
+                let decoded = fast
+                    .then(|| crate::borrowed::decode(meta, index, text, batch_sent_at))
+                    .flatten();
+                let event = match decoded {
+                    Some(event) => event,
+                    None => {
+                        let location = format!("batch[{index}]");
+                        let object = parse_object(text.as_bytes(), &location)?;
+                        build_event(
+                            meta,
+                            index,
+                            RawEvent::new(location, object),
+                            None,
+                            self.batch_context.as_ref(),
+                            batch_sent_at,
+                        )?
+                    }
+                };
+                out.push(event);
+            }
+            return Ok(out);
+        }
         for (index, raw) in self.events.into_iter().enumerate() {
             out.push(build_event(
                 meta,
@@ -499,9 +572,9 @@ fn optional_timestamp(value: Option<&Value>, location: &str, key: &str) -> Resul
     }
 }
 
-fn nested_str(object: Option<&Map<String, Value>>, key: &str) -> Option<String> {
+fn nested_str<'a>(object: Option<&'a Map<String, Value>>, key: &str) -> Option<&'a str> {
     match object?.get(key)? {
-        Value::String(text) if !text.is_empty() => Some(text.clone()),
+        Value::String(text) if !text.is_empty() => Some(text),
         _ => None,
     }
 }
@@ -641,8 +714,9 @@ fn build_event(
     }
     // The IP policy covers addresses the client reports itself (server-side SDKs forward their
     // visitor's), and the copy inside the stored context.
-    let ip = nested_str(context.as_ref(), "ip").or_else(|| meta.client_ip.clone());
-    let ip = ip.and_then(|ip| meta.ip_policy.apply(&ip));
+    let ip = nested_str(context.as_ref(), "ip")
+        .or(meta.client_ip.as_deref())
+        .and_then(|ip| meta.ip_policy.apply(ip));
     if let Some(context) = context.as_mut()
         && context.contains_key("ip")
     {
@@ -658,9 +732,8 @@ fn build_event(
     let campaign = context_ref
         .and_then(|c| c.get("campaign"))
         .and_then(Value::as_object);
-
     // A page call describes the page in its properties; other calls in context.page.
-    let page_field = |key: &str| -> Option<String> {
+    let page_field = |key: &str| -> Option<&str> {
         let from_properties = if kind == EventType::Page {
             nested_str(properties, key)
         } else {
@@ -668,59 +741,28 @@ fn build_event(
         };
         from_properties.or_else(|| nested_str(page, key))
     };
-    let page_url = page_field("url");
-    let page_path = page_field("path").or_else(|| page_url.as_deref().and_then(enrich::url_path));
-    let page_title = page_field("title");
-    let page_referrer = page_field("referrer");
-    let referrer_host = page_referrer.as_deref().and_then(enrich::referrer_host);
-
-    let mut utm = page_url
-        .as_deref()
-        .map(enrich::utm_from_url)
-        .unwrap_or_default();
-    for (slot, key) in ["source", "medium", "name", "term", "content"]
-        .iter()
-        .enumerate()
-    {
-        if let Some(value) = nested_str(campaign, key) {
-            utm[slot] = Some(value);
-        }
-    }
-
-    let user_agent = nested_str(context_ref, "userAgent")
-        .or_else(|| meta.user_agent.clone())
-        .map(|ua| enrich::cap_user_agent(&ua).to_owned());
-    let agent = user_agent.as_deref().map(enrich::user_agent);
     let to_json = |map: Option<&Map<String, Value>>| {
         map.map(|m| serde_json::to_string(m).expect("a JSON map always serializes"))
     };
-
-    Ok(Event {
+    let fields = Fields {
+        kind,
         message_id,
-        kind: Some(kind),
-        event: event_name,
+        event_name,
         timestamp,
-        received_at: meta.received_at_micros,
         sent_at,
-        source: meta.source.clone(),
         anonymous_id,
         user_id,
-        session_id: nested_str(context_ref, "sessionId"),
         group_id,
         previous_id,
-        page_url,
-        page_path,
-        page_title,
-        page_referrer,
-        referrer_host,
-        utm,
-        browser: agent.as_ref().and_then(|a| a.browser.clone()),
-        os: agent.as_ref().and_then(|a| a.os.clone()),
-        device_type: agent.as_ref().map(|a| a.device_type.to_owned()),
-        is_bot: agent.as_ref().map(|a| a.is_bot),
-        user_agent,
-        ip,
+        page_url: page_field("url"),
+        page_path: page_field("path"),
+        page_title: page_field("title"),
+        page_referrer: page_field("referrer"),
+        campaign: CAMPAIGN_KEYS.map(|key| nested_str(campaign, key)),
+        user_agent: nested_str(context_ref, "userAgent"),
+        session_id: nested_str(context_ref, "sessionId"),
         locale: nested_str(context_ref, "locale"),
+        ip,
         properties: to_json(properties),
         traits: to_json(traits).or_else(|| {
             to_json(
@@ -730,8 +772,92 @@ fn build_event(
             )
         }),
         context: to_json(context_ref),
-        event_date: micros_to_days(timestamp),
-    })
+    };
+    Ok(fields.assemble(meta))
+}
+
+/// The keys of `context.campaign`, in the order of the `utm_*` columns.
+pub(crate) const CAMPAIGN_KEYS: [&str; 5] = ["source", "medium", "name", "term", "content"];
+
+/// What both decoders (the general one above and [`crate::borrowed`]) take from one event:
+/// validated, with the batch context and IP policy applied. [`Fields::assemble`] derives the
+/// rest (URL path, referrer host, UTM tags, user agent details) the same way for both.
+pub(crate) struct Fields<'a> {
+    pub kind: EventType,
+    pub message_id: String,
+    pub event_name: Option<String>,
+    pub timestamp: i64,
+    pub sent_at: Option<i64>,
+    pub anonymous_id: Option<String>,
+    pub user_id: Option<String>,
+    pub group_id: Option<String>,
+    pub previous_id: Option<String>,
+    pub page_url: Option<&'a str>,
+    pub page_path: Option<&'a str>,
+    pub page_title: Option<&'a str>,
+    pub page_referrer: Option<&'a str>,
+    /// `context.campaign`, in [`CAMPAIGN_KEYS`] order.
+    pub campaign: [Option<&'a str>; 5],
+    pub user_agent: Option<&'a str>,
+    pub session_id: Option<&'a str>,
+    pub locale: Option<&'a str>,
+    /// After the IP policy.
+    pub ip: Option<String>,
+    pub properties: Option<String>,
+    pub traits: Option<String>,
+    pub context: Option<String>,
+}
+
+impl Fields<'_> {
+    pub(crate) fn assemble(self, meta: &RequestMeta) -> Event {
+        let page_path = match self.page_path {
+            Some(path) => Some(path.to_owned()),
+            None => self.page_url.and_then(enrich::url_path),
+        };
+        let referrer_host = self.page_referrer.and_then(enrich::referrer_host);
+        let mut utm = self.page_url.map(enrich::utm_from_url).unwrap_or_default();
+        for (slot, value) in utm.iter_mut().zip(self.campaign) {
+            if let Some(value) = value {
+                *slot = Some(value.to_owned());
+            }
+        }
+        let user_agent = self
+            .user_agent
+            .or(meta.user_agent.as_deref())
+            .map(|ua| enrich::cap_user_agent(ua).to_owned());
+        let agent = user_agent.as_deref().map(enrich::user_agent);
+        Event {
+            message_id: self.message_id,
+            kind: Some(self.kind),
+            event: self.event_name,
+            timestamp: self.timestamp,
+            received_at: meta.received_at_micros,
+            sent_at: self.sent_at,
+            source: meta.source.clone(),
+            anonymous_id: self.anonymous_id,
+            user_id: self.user_id,
+            session_id: self.session_id.map(str::to_owned),
+            group_id: self.group_id,
+            previous_id: self.previous_id,
+            page_url: self.page_url.map(str::to_owned),
+            page_path,
+            page_title: self.page_title.map(str::to_owned),
+            page_referrer: self.page_referrer.map(str::to_owned),
+            referrer_host,
+            utm,
+            browser: agent.as_ref().and_then(|a| a.browser.clone()),
+            os: agent.as_ref().and_then(|a| a.os.clone()),
+            device_type: agent.as_ref().map(|a| a.device_type.to_owned()),
+            is_bot: agent.as_ref().map(|a| a.is_bot),
+            user_agent,
+            ip: self.ip,
+            locale: self.locale.map(str::to_owned),
+            properties: self.properties,
+            traits: self.traits,
+            context: self.context,
+            event_date: micros_to_days(self.timestamp),
+        }
+    }
 }
 
 #[cfg(test)]

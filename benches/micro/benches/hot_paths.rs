@@ -14,7 +14,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use logektor_event::segment::ParsedBody;
 use logektor_event::{Endpoint, RequestMeta, to_record_batch};
 use logektor_loadgen::traffic;
-use logektor_table::{SortedRows, WRITE_CHUNK_ROWS, writer_properties};
+use logektor_table::{SortedRows, WRITE_CHUNK_ROWS, flush_writer_properties};
 use logektor_wal::{Wal, WalConfig};
 use parquet::arrow::ArrowWriter;
 
@@ -93,9 +93,12 @@ fn parquet_encode(c: &mut Criterion) {
         b.iter(|| {
             let sorted = SortedRows::new(&batches).unwrap();
             let mut file = Vec::new();
-            let mut writer =
-                ArrowWriter::try_new(&mut file, batches[0].schema(), Some(writer_properties()))
-                    .unwrap();
+            let mut writer = ArrowWriter::try_new(
+                &mut file,
+                batches[0].schema(),
+                Some(flush_writer_properties()),
+            )
+            .unwrap();
             for chunk in sorted.chunks(WRITE_CHUNK_ROWS) {
                 writer.write(&chunk.unwrap()).unwrap();
             }

@@ -22,7 +22,7 @@ mod layout;
 pub mod maintenance;
 mod table;
 
-pub use layout::{SortedRows, WRITE_CHUNK_ROWS, writer_properties};
+pub use layout::{SortedRows, WRITE_CHUNK_ROWS, flush_writer_properties, writer_properties};
 pub use table::{EventTable, TableLocation, TableSnapshot};
 
 /// Errors of the table layer.

@@ -17,7 +17,7 @@ use logektor_event::schema::{EVENT_DATE, events_schema};
 use tracing::{info, warn};
 use url::Url;
 
-use crate::layout::{SortedRows, WRITE_CHUNK_ROWS, writer_properties};
+use crate::layout::{SortedRows, WRITE_CHUNK_ROWS, flush_writer_properties};
 use crate::{Error, Result};
 
 /// How often one append re-commits its files after losing a race to a delete.
@@ -222,7 +222,7 @@ impl EventTable {
             Vec::new()
         } else {
             let mut writer = RecordBatchWriter::for_table(&self.table)?
-                .with_writer_properties(writer_properties());
+                .with_writer_properties(flush_writer_properties());
             for chunk in sorted.chunks(WRITE_CHUNK_ROWS) {
                 writer.write(chunk?).await?;
             }

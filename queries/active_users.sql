@@ -20,7 +20,7 @@ identified AS (
 daily AS (
     SELECT DISTINCT date_trunc('day', s.timestamp) AS day,
            coalesce(s.user_id, i.known_user, s.anonymous_id) AS visitor
-    FROM scoped s LEFT JOIN identified i ON s.anonymous_id = i.anonymous_id
+    FROM identified i RIGHT JOIN scoped s ON s.anonymous_id = i.anonymous_id
 ),
 days AS (
     SELECT DISTINCT day FROM daily WHERE day >= date_trunc('day', $from)

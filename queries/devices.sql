@@ -17,7 +17,7 @@ visits AS (
     SELECT coalesce(s.browser, 'Unknown') AS browser, coalesce(s.os, 'Unknown') AS os,
            coalesce(s.device_type, 'Unknown') AS device_type,
            coalesce(s.user_id, i.known_user, s.anonymous_id) AS visitor
-    FROM scoped s LEFT JOIN identified i ON s.anonymous_id = i.anonymous_id
+    FROM identified i RIGHT JOIN scoped s ON s.anonymous_id = i.anonymous_id
     WHERE s.type IN ('page', 'screen', 'track') AND coalesce(s.is_bot, false) = false
 ),
 counted AS (

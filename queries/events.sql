@@ -24,7 +24,7 @@ SELECT date_trunc($interval, s.timestamp) AS bucket,
        s.event,
        count(*) AS events,
        count(DISTINCT coalesce(s.user_id, i.known_user, s.anonymous_id)) AS visitors
-FROM scoped s LEFT JOIN identified i ON s.anonymous_id = i.anonymous_id
+FROM identified i RIGHT JOIN scoped s ON s.anonymous_id = i.anonymous_id
 GROUP BY 1, 2
 ORDER BY bucket, events DESC, s.event
 LIMIT $limit

@@ -10,10 +10,10 @@ WITH names AS (
     SELECT string_to_array($steps, ',') AS s
 ),
 scoped AS (
-    SELECT e.*, array_position(n.s, e.event) AS step
-    FROM events e CROSS JOIN names n
+    SELECT e.*, array_position(string_to_array($steps, ','), e.event) AS step
+    FROM events e
     WHERE e.timestamp >= $from AND e.timestamp < $to AND ($source = '*' OR e.source = $source)
-      AND array_position(n.s, e.event) IS NOT NULL
+      AND array_has(string_to_array($steps, ','), e.event)
 ),
 identified AS (
     SELECT anonymous_id, min(user_id) AS known_user FROM events
@@ -24,7 +24,7 @@ identified AS (
 hits AS (
     SELECT coalesce(s.user_id, i.known_user, s.anonymous_id) AS visitor, s.step,
            CAST(s.timestamp AS BIGINT) AS ts
-    FROM scoped s LEFT JOIN identified i ON s.anonymous_id = i.anonymous_id
+    FROM identified i RIGHT JOIN scoped s ON s.anonymous_id = i.anonymous_id
     WHERE coalesce(s.user_id, i.known_user, s.anonymous_id) IS NOT NULL
 ),
 s1 AS (SELECT visitor, min(ts) AS t, min(ts) AS start FROM hits WHERE step = 1 GROUP BY visitor),

@@ -20,7 +20,7 @@ identified AS (
 activity AS (
     SELECT s.period, s.message_id, s.type, s.ts,
            coalesce(s.user_id, i.known_user, s.anonymous_id) AS visitor
-    FROM scoped s LEFT JOIN identified i ON s.anonymous_id = i.anonymous_id
+    FROM identified i RIGHT JOIN scoped s ON s.anonymous_id = i.anonymous_id
     WHERE s.type IN ('page', 'screen', 'track')
       AND coalesce(s.user_id, i.known_user, s.anonymous_id) IS NOT NULL
 ),
@@ -34,19 +34,17 @@ numbered AS (
                                 ROWS UNBOUNDED PRECEDING) AS session
     FROM marked
 ),
-sessions AS (
-    -- A session's range is the range of its first event.
-    SELECT visitor, session,
-           first_value(period) OVER (PARTITION BY visitor, session ORDER BY ts, message_id) AS period,
-           type, ts
-    FROM numbered
-),
 per_session AS (
-    SELECT period, visitor, session,
+    -- A session's range is the range of its first event: the earliest of its events' ranges,
+    -- as ranges follow time. (An aggregate, not a window per session: DataFusion's window
+    -- operator slows down badly with millions of partitions.)
+    SELECT CASE min(CASE period WHEN 'before' THEN 0 WHEN 'previous' THEN 1 ELSE 2 END)
+                WHEN 0 THEN 'before' WHEN 1 THEN 'previous' ELSE 'current' END AS period,
+           visitor, session,
            sum(CASE WHEN type = 'page' THEN 1 ELSE 0 END) AS pageviews,
            count(*) AS events,
            (max(ts) - min(ts)) / 1000000.0 AS seconds
-    FROM sessions GROUP BY period, visitor, session
+    FROM numbered GROUP BY visitor, session
 ),
 session_totals AS (
     SELECT period,

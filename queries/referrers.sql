@@ -19,7 +19,7 @@ activity AS (
     SELECT s.message_id, s.type, s.referrer_host, CAST(s.timestamp AS BIGINT) AS ts,
            regexp_replace(regexp_replace(lower(coalesce(s.page_url, '')), '^[a-z]+://([^@/]*@)?(www\.)?', ''), '[/:?#].*$', '') AS own_host,
            coalesce(s.user_id, i.known_user, s.anonymous_id) AS visitor
-    FROM scoped s LEFT JOIN identified i ON s.anonymous_id = i.anonymous_id
+    FROM identified i RIGHT JOIN scoped s ON s.anonymous_id = i.anonymous_id
     WHERE s.type IN ('page', 'screen', 'track')
 ),
 marked AS (
@@ -27,31 +27,40 @@ marked AS (
                    THEN 0 ELSE 1 END AS starts
     FROM activity
 ),
-numbered AS (
-    SELECT *, sum(starts) OVER (PARTITION BY visitor ORDER BY ts, message_id
-                                ROWS UNBOUNDED PRECEDING) AS session
+paged AS (
+    -- The visitor's page views so far, this event included.
+    SELECT *, sum(CASE WHEN type = 'page' THEN 1 ELSE 0 END)
+                  OVER (PARTITION BY visitor ORDER BY ts, message_id ROWS UNBOUNDED PRECEDING) AS pages
     FROM marked
     WHERE visitor IS NOT NULL
 ),
-in_range AS (
-    -- Sessions that start within the range; one running at its start belongs to the range
-    -- before.
-    SELECT visitor, session FROM numbered GROUP BY visitor, session
-    HAVING min(ts) >= CAST($from AS BIGINT)
-),
 firsts AS (
-    SELECT n.visitor, n.referrer_host, n.own_host,
-           row_number() OVER (PARTITION BY n.visitor, n.session ORDER BY n.ts, n.message_id) AS nth
-    FROM numbered n
-    WHERE type = 'page'
-      AND EXISTS (SELECT 1 FROM in_range r WHERE r.visitor = n.visitor AND r.session = n.session)
+    -- A page view is its session's entry when no page view of the session came before it:
+    -- the visitor's page count at it is one more than at the session's start. The start of the
+    -- current session is the latest start so far. (Windows over the visitor only, in the one
+    -- order the session marks already need: a window or a GROUP BY per session costs a sort and
+    -- millions of groups more.)
+    SELECT *, max(CASE WHEN starts = 1 THEN ts END)
+                  OVER (PARTITION BY visitor ORDER BY ts, message_id ROWS UNBOUNDED PRECEDING) AS started,
+              max(CASE WHEN starts = 1 THEN pages - CASE WHEN type = 'page' THEN 1 ELSE 0 END END)
+                  OVER (PARTITION BY visitor ORDER BY ts, message_id ROWS UNBOUNDED PRECEDING) AS pages_before
+    FROM paged
+),
+entries AS (
+    -- Sessions that start within the range; one running at its start belongs to the range before.
+    SELECT visitor, CASE WHEN referrer_host IS NULL OR referrer_host = '' OR lower(referrer_host) = own_host
+                           THEN 'Direct / None' ELSE referrer_host END AS referrer
+    FROM firsts
+    WHERE type = 'page' AND pages = pages_before + 1 AND started >= CAST($from AS BIGINT)
+),
+per_visitor AS (
+    SELECT referrer, visitor, count(*) AS sessions
+    FROM entries GROUP BY 1, 2
 )
-SELECT CASE WHEN referrer_host IS NULL OR referrer_host = '' OR lower(referrer_host) = own_host
-            THEN 'Direct / None' ELSE referrer_host END AS referrer,
-       count(*) AS sessions,
-       count(DISTINCT visitor) AS visitors
-FROM firsts
-WHERE nth = 1
+SELECT referrer,
+       sum(sessions) AS sessions,
+       count(*) AS visitors
+FROM per_visitor
 GROUP BY 1
 ORDER BY sessions DESC, referrer
 LIMIT $limit

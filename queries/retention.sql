@@ -18,7 +18,7 @@ identified AS (
 activity AS (
     SELECT DISTINCT coalesce(s.user_id, i.known_user, s.anonymous_id) AS visitor,
            date_trunc('week', s.timestamp) AS week
-    FROM scoped s LEFT JOIN identified i ON s.anonymous_id = i.anonymous_id
+    FROM identified i RIGHT JOIN scoped s ON s.anonymous_id = i.anonymous_id
     WHERE coalesce(s.user_id, i.known_user, s.anonymous_id) IS NOT NULL
 ),
 cohorts AS (

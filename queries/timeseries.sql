@@ -16,7 +16,7 @@ identified AS (
 visits AS (
     SELECT date_trunc($interval, s.timestamp) AS bucket, s.type,
            coalesce(s.user_id, i.known_user, s.anonymous_id) AS visitor
-    FROM scoped s LEFT JOIN identified i ON s.anonymous_id = i.anonymous_id
+    FROM identified i RIGHT JOIN scoped s ON s.anonymous_id = i.anonymous_id
     WHERE s.type IN ('page', 'screen', 'track')
 )
 SELECT bucket,

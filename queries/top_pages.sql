@@ -15,7 +15,7 @@ identified AS (
 ),
 visits AS (
     SELECT s.page_path, s.type, coalesce(s.user_id, i.known_user, s.anonymous_id) AS visitor
-    FROM scoped s LEFT JOIN identified i ON s.anonymous_id = i.anonymous_id
+    FROM identified i RIGHT JOIN scoped s ON s.anonymous_id = i.anonymous_id
 )
 SELECT coalesce(page_path, '(none)') AS page_path,
        count(*) AS pageviews,

@@ -16,7 +16,7 @@ identified AS (
 visits AS (
     SELECT s.utm_source, s.utm_medium, s.utm_campaign,
            coalesce(s.user_id, i.known_user, s.anonymous_id) AS visitor
-    FROM scoped s LEFT JOIN identified i ON s.anonymous_id = i.anonymous_id
+    FROM identified i RIGHT JOIN scoped s ON s.anonymous_id = i.anonymous_id
     WHERE s.type = 'page'
       AND (s.utm_source IS NOT NULL OR s.utm_medium IS NOT NULL OR s.utm_campaign IS NOT NULL)
 )

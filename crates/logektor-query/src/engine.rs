@@ -7,6 +7,7 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::memory_pool::MemoryReservation;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
@@ -167,9 +168,10 @@ impl QueryEngine {
         let deadline = Instant::now() + self.config.timeout;
         let timeout = self.config.timeout;
         match tokio::time::timeout_at(deadline, self.plan_and_start(sql, params, scope)).await {
-            Ok(Ok(stream)) => Ok(QueryStream {
+            Ok(Ok((stream, shared_rows))) => Ok(QueryStream {
                 schema: stream.schema(),
                 stream,
+                _shared_rows: shared_rows,
                 deadline,
                 timeout,
                 memory_limit: self.config.memory_limit,
@@ -188,7 +190,7 @@ impl QueryEngine {
         sql: &str,
         params: Option<datafusion::common::ParamValues>,
         scope: &Scope,
-    ) -> Result<SendableRecordBatchStream> {
+    ) -> Result<(SendableRecordBatchStream, Vec<MemoryReservation>)> {
         let ctx = self.session();
         let view = self.source.view();
         let internal = |err: &dyn std::fmt::Display| QueryError::Internal(err.to_string());
@@ -231,10 +233,23 @@ impl QueryEngine {
                 .with_param_values(params)
                 .map_err(|err| classify_planning_error(err, memory_limit))?;
         }
-        frame
+        // CTEs referenced more than once run once (see `shared`), within a quarter of the
+        // memory limit.
+        let (plan, reservations) = crate::shared::compute_shared_once(
+            &ctx,
+            frame.into_unoptimized_plan(),
+            memory_limit / 4,
+            memory_limit,
+        )
+        .await?;
+        let stream = ctx
+            .execute_logical_plan(plan)
+            .await
+            .map_err(|err| classify_planning_error(err, memory_limit))?
             .execute_stream()
             .await
-            .map_err(|err| QueryError::from_datafusion(err, memory_limit))
+            .map_err(|err| QueryError::from_datafusion(err, memory_limit))?;
+        Ok((stream, reservations))
     }
 }
 
@@ -263,6 +278,8 @@ fn classify_planning_error(
 pub struct QueryStream {
     schema: SchemaRef,
     stream: SendableRecordBatchStream,
+    /// The memory of shared subqueries' rows, which the stream reads until it is dropped.
+    _shared_rows: Vec<MemoryReservation>,
     deadline: Instant,
     timeout: Duration,
     memory_limit: usize,

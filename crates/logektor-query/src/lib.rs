@@ -9,6 +9,8 @@
 //!   and the buffer, with filters and projections pushed into both.
 //! - [`QueryEngine`] runs one read-only statement with a memory pool, a timeout and a
 //!   result-size cap, returning a [`QueryStream`].
+//! - `shared` computes a CTE referenced more than once a single time (DataFusion 55 inlines
+//!   every reference).
 //! - [`format`] encodes result batches as JSON, NDJSON, CSV, Arrow IPC or Parquet, one chunk per
 //!   batch so large results stream.
 //!
@@ -23,6 +25,7 @@ pub mod fuzzing;
 pub mod provider;
 pub mod reports;
 pub mod request;
+mod shared;
 
 pub use engine::{
     EventsSource, EventsView, QueryConfig, QueryEngine, QueryStream, StaticSource,

@@ -22,7 +22,9 @@ mod layout;
 pub mod maintenance;
 mod table;
 
-pub use layout::{SortedRows, WRITE_CHUNK_ROWS, flush_writer_properties, writer_properties};
+pub use layout::{
+    Merged, SortedMerge, SortedRows, WRITE_CHUNK_ROWS, flush_writer_properties, writer_properties,
+};
 pub use table::{EventTable, TableLocation, TableSnapshot};
 
 /// Errors of the table layer.

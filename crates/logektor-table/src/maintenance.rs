@@ -29,7 +29,7 @@ use object_store::ObjectStoreExt;
 use serde::Serialize;
 use tracing::info;
 
-use crate::layout::{SortedRows, WRITE_CHUNK_ROWS, writer_properties};
+use crate::layout::{Merged, SortedMerge, SortedRows, WRITE_CHUNK_ROWS, writer_properties};
 use crate::table::{load_if_exists, sync_local_files};
 use crate::{Error, Result, TableLocation};
 
@@ -319,26 +319,44 @@ pub async fn compact(
             if bin.len() < 2 {
                 continue;
             }
-            let mut batches = Vec::with_capacity(bin.len());
+            // The files compressed, as stored: a few MB each.
+            let mut files = Vec::with_capacity(bin.len());
             for file in bin {
-                let bytes = store.get(&file.path).await?.bytes().await?;
-                let reader =
-                    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)?
-                        .build()?;
-                for batch in reader {
-                    batches.push(with_partition_column(&batch?, days)?);
-                }
+                files.push(store.get(&file.path).await?.bytes().await?);
             }
-            // Sorted by key and written in chunks gathered from the read batches: the bin is
-            // held once, not three times (concatenated, sorted, split by date).
-            let sorted = SortedRows::new(&batches)?;
+            // Every file Logektor writes is sorted, so the bin is merged a chunk at a time,
+            // holding one small batch per file rather than all its rows.
+            let readers = files
+                .iter()
+                .map(|bytes| file_batches(bytes.clone(), days, MERGE_BATCH_ROWS))
+                .collect::<Result<Vec<_>>>()?;
+            let mut merge = SortedMerge::new(readers);
             let mut writer =
                 RecordBatchWriter::for_table(&table)?.with_writer_properties(writer_properties());
-            for chunk in sorted.chunks(WRITE_CHUNK_ROWS) {
-                writer.write(chunk?).await?;
+            loop {
+                match merge.next_chunk(WRITE_CHUNK_ROWS)? {
+                    Merged::Chunk(chunk) => writer.write(chunk).await?,
+                    Merged::Done => break,
+                    Merged::Unsorted => {
+                        // A file another tool wrote: sort the bin whole, as before.
+                        writer = RecordBatchWriter::for_table(&table)?
+                            .with_writer_properties(writer_properties());
+                        let mut batches = Vec::new();
+                        for bytes in &files {
+                            for batch in file_batches(bytes.clone(), days, 8192)? {
+                                batches.push(batch?);
+                            }
+                        }
+                        let sorted = SortedRows::new(&batches)?;
+                        for chunk in sorted.chunks(WRITE_CHUNK_ROWS) {
+                            writer.write(chunk?).await?;
+                        }
+                        break;
+                    }
+                }
             }
-            drop(sorted);
-            drop(batches);
+            drop(merge);
+            drop(files);
             for mut add in writer.flush().await? {
                 add.data_change = false;
                 written.push(add.path.clone());
@@ -443,6 +461,21 @@ fn date_days(text: &str) -> Option<i32> {
 
 /// Data files hold every column but the partition column; put it back (last, as in the
 /// canonical schema) so the batch can be written like a flush.
+/// Rows per batch each file of a compaction bin is read in.
+const MERGE_BATCH_ROWS: usize = 4096;
+
+/// The rows of one Parquet file of the partition `days`, with its partition column.
+fn file_batches(
+    bytes: bytes::Bytes,
+    days: i32,
+    batch_rows: usize,
+) -> Result<impl Iterator<Item = Result<RecordBatch>>> {
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)?
+        .with_batch_size(batch_rows)
+        .build()?;
+    Ok(reader.map(move |batch| with_partition_column(&batch?, days)))
+}
+
 fn with_partition_column(batch: &RecordBatch, days: i32) -> Result<RecordBatch> {
     let schema = events_schema();
     let columns = schema

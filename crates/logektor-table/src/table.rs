@@ -432,6 +432,51 @@ mod tests {
     }
 
     #[test]
+    fn merging_sorted_files_gives_the_order_sorting_them_whole_gives() {
+        use crate::layout::{Merged, SortedMerge, sort_for_layout};
+        let files: Vec<RecordBatch> = [7, 12, 5]
+            .into_iter()
+            .map(|n| sort_for_layout(&batch(n)).unwrap())
+            .collect();
+        let whole = SortedRows::new(&files).unwrap();
+        let expected: Vec<RecordBatch> = whole.chunks(1000).collect::<Result<_>>().unwrap();
+        let expected = arrow::compute::concat_batches(&events_schema(), &expected).unwrap();
+        // Each file read in batches of 3 rows (and an empty one), as the Parquet reader would.
+        let read = |file: &RecordBatch| -> std::vec::IntoIter<Result<RecordBatch>> {
+            let mut parts: Vec<Result<RecordBatch>> = (0..file.num_rows())
+                .step_by(3)
+                .map(|start| Ok(file.slice(start, 3.min(file.num_rows() - start))))
+                .collect();
+            parts.insert(1, Ok(RecordBatch::new_empty(events_schema())));
+            parts.into_iter()
+        };
+        for chunk_rows in [1, 4, 1000] {
+            let mut merge = SortedMerge::new(files.iter().map(read).collect());
+            let mut chunks = Vec::new();
+            loop {
+                match merge.next_chunk(chunk_rows).unwrap() {
+                    Merged::Chunk(chunk) => {
+                        assert!(chunk.num_rows() <= chunk_rows);
+                        chunks.push(chunk);
+                    }
+                    Merged::Done => break,
+                    Merged::Unsorted => panic!("the files are sorted"),
+                }
+            }
+            let merged = arrow::compute::concat_batches(&events_schema(), &chunks).unwrap();
+            assert_eq!(merged, expected, "chunks of {chunk_rows}");
+        }
+        // A file out of order, within a batch or across its batches, stops the merge.
+        let unsorted = batch(7);
+        let mut merge = SortedMerge::new(vec![vec![Ok(unsorted)].into_iter()]);
+        assert!(matches!(merge.next_chunk(100).unwrap(), Merged::Unsorted));
+        let sorted = &files[0];
+        let swapped = vec![Ok(sorted.slice(4, 3)), Ok(sorted.slice(0, 4))];
+        let mut merge = SortedMerge::new(vec![swapped.into_iter()]);
+        assert!(matches!(merge.next_chunk(100).unwrap(), Merged::Unsorted));
+    }
+
+    #[test]
     fn sorted_rows_across_batches_equal_sorting_their_concatenation() {
         let empty = || RecordBatch::new_empty(events_schema());
         let batches = vec![batch(7), empty(), batch(1), batch(12), batch(5)];

@@ -43,8 +43,9 @@ pub struct CompactionConfig {
     pub target_file_bytes: u64,
     /// A partition is compacted once it holds at least this many files smaller than the target.
     pub min_small_files: usize,
-    /// At most this many rows are merged into one file: a bin is sorted in memory, so this
-    /// bounds compaction's memory (about 1 KB of Arrow memory per event).
+    /// At most this many rows are merged into one file. Sorted files are merged a chunk at a
+    /// time; a bin holding a file out of order is sorted in memory (about 1 KB of Arrow memory
+    /// per event), which this bounds.
     pub max_bin_rows: u64,
 }
 
@@ -259,8 +260,8 @@ struct SmallFile {
 
 /// Merges the small files of every date partition holding at least `min_small_files` of them
 /// (at least two when `force`). Files are merged in flush order into bins of up to the target
-/// size (and [`CompactionConfig::max_bin_rows`]); each bin is sorted like a flush (source, type,
-/// event, timestamp) and written as one file. One commit for the whole run; a no-op when
+/// size (and [`CompactionConfig::max_bin_rows`]); each bin is merged in the order of a flush
+/// (source, type, event, timestamp), its files being sorted, and written as one file. One commit for the whole run; a no-op when
 /// nothing is due.
 ///
 /// The commit is built here rather than by delta-rs's optimize for one reason: two

@@ -63,18 +63,28 @@ pub(crate) async fn compute_shared_once(
         let pool = &ctx.runtime_env().memory_pool;
         let mut reservation =
             MemoryConsumer::new(format!("shared subquery {}", alias.alias)).register(pool);
-        let Some(batches) = compute(
+        let computed = compute(
             ctx,
             alias,
             &mut reservation,
             budget.saturating_sub(spent),
             memory_limit,
         )
-        .await?
-        else {
-            tracing::debug!(cte = %alias.alias, "shared subquery over budget: left inlined");
-            left_inlined.insert(shared);
-            continue;
+        .await;
+        // Over budget, or unable to run on its own (a recursive CTE's working table, say): the
+        // subquery stays where it is, and a real error shows when the query runs it there.
+        let batches = match computed {
+            Ok(Some(batches)) => batches,
+            Ok(None) => {
+                tracing::debug!(cte = %alias.alias, "shared subquery over budget: left inlined");
+                left_inlined.insert(shared);
+                continue;
+            }
+            Err(err) => {
+                tracing::debug!(cte = %alias.alias, error = %err, "shared subquery failed alone: left inlined");
+                left_inlined.insert(shared);
+                continue;
+            }
         };
         tracing::debug!(
             cte = %alias.alias,
@@ -130,7 +140,13 @@ fn innermost_shared(
     }
     let shared: Vec<&LogicalPlan> = references
         .iter()
-        .filter(|(node, count)| **count > 1 && !left_inlined.contains(*node) && costly(node))
+        .filter(|(node, count)| {
+            **count > 1
+                && !left_inlined.contains(*node)
+                // A subquery correlated with an outer query cannot run on its own.
+                && !correlated(node)
+                && costly(node)
+        })
         .map(|(node, _)| node)
         .collect();
     let contains_other = |candidate: &LogicalPlan| {
@@ -169,6 +185,19 @@ fn aliased_children(parent: &LogicalPlan) -> Result<Vec<LogicalPlan>> {
         })
         .map_err(|err| QueryError::Internal(err.to_string()))?;
     Ok(children)
+}
+
+/// Whether any node of `plan` refers to a column of an enclosing query.
+fn correlated(plan: &LogicalPlan) -> bool {
+    let mut correlated = false;
+    let _ = plan.apply_with_subqueries(|node| {
+        if node.contains_outer_reference() {
+            correlated = true;
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    correlated
 }
 
 /// Whether repeating `plan` costs more than holding its rows: it aggregates, joins, windows or
@@ -352,6 +381,18 @@ mod tests {
         let expected = run(&ctx, before).await;
         assert_eq!(run(&ctx, after).await, expected);
         assert!(expected.contains("| a | 10 | 2 | 10 |"), "{expected}");
+    }
+
+    #[tokio::test]
+    async fn a_correlated_subquery_used_twice_stays_inlined() {
+        let ctx = context();
+        let sql = "SELECT o.k, \
+            (SELECT count(*) FROM (SELECT k, sum(v) AS s FROM t WHERE t.k = o.k GROUP BY k) a) AS x, \
+            (SELECT count(*) FROM (SELECT k, sum(v) AS s FROM t WHERE t.k = o.k GROUP BY k) a) AS y \
+            FROM t o ORDER BY o.v";
+        let (before, after, reservations) = rewrite(&ctx, sql, usize::MAX).await;
+        assert_eq!((reservations, &after), (0, &before));
+        assert!(run(&ctx, after).await.contains("| a | 1 | 1 |"));
     }
 
     #[tokio::test]

@@ -21,7 +21,7 @@ const ROW_GROUP_ROWS: usize = 128 * 1024;
 /// then the filters reports use most — source, event type, event name — then time. Equal
 /// values then sit together, which makes dictionaries and run lengths compress well and lets
 /// row-group and page statistics prune time ranges and event names.
-const SORT_COLUMNS: &[&str] = &["event_date", "source", "type", "event", "timestamp"];
+pub(crate) const SORT_COLUMNS: &[&str] = &["event_date", "source", "type", "event", "timestamp"];
 
 /// Sorts a batch for [`SORT_COLUMNS`] in one piece: the plain reference [`SortedRows`] is
 /// tested against (writers use [`SortedRows`], which never copies all rows at once).
@@ -91,13 +91,7 @@ impl<'a> SortedRows<'a> {
             // The keys in Arrow's row format, so each comparison is one memcmp rather than a
             // dynamic comparator per column (what a lexicographic sort of the columns does).
             // Ties keep their input order, so a flush's output does not depend on the sort.
-            let converter = RowConverter::new(
-                columns
-                    .iter()
-                    .map(|column| SortField::new(column.data_type().clone()))
-                    .collect(),
-            )?;
-            let rows = converter.convert_columns(&columns)?;
+            let rows = key_converter(&columns)?.convert_columns(&columns)?;
             let mut indices: Vec<usize> = (0..total).collect();
             indices.sort_unstable_by(|&a, &b| rows.row(a).cmp(&rows.row(b)).then(a.cmp(&b)));
             indices
@@ -122,6 +116,16 @@ impl<'a> SortedRows<'a> {
             .chunks(rows.max(1))
             .map(move |chunk| Ok(interleave_record_batch(&refs, chunk)?))
     }
+}
+
+/// A converter of the sort key `columns` into Arrow's row format, ascending.
+pub(crate) fn key_converter(columns: &[ArrayRef]) -> Result<RowConverter> {
+    Ok(RowConverter::new(
+        columns
+            .iter()
+            .map(|column| SortField::new(column.data_type().clone()))
+            .collect(),
+    )?)
 }
 
 /// What [`SortedMerge::next_chunk`] yields.
@@ -196,11 +200,8 @@ impl<I: Iterator<Item = Result<RecordBatch>>> SortedMerge<I> {
             picks.push((*slot, *row));
             *row += 1;
             if *row < keys.num_rows() {
-                let next = keys.row(*row);
-                if next < key.row() {
-                    return Ok(Merged::Unsorted);
-                }
-                self.heap.push(Reverse((next.owned(), input)));
+                // In order: `advance_batch` checked the batch.
+                self.heap.push(Reverse((keys.row(*row).owned(), input)));
             } else {
                 let last = key;
                 if !self.advance_batch(input)? {
@@ -250,12 +251,7 @@ impl<I: Iterator<Item = Result<RecordBatch>>> SortedMerge<I> {
             .filter_map(|name| batch.column_by_name(name).cloned())
             .collect();
         if self.converter.is_none() {
-            self.converter = Some(RowConverter::new(
-                columns
-                    .iter()
-                    .map(|column| SortField::new(column.data_type().clone()))
-                    .collect(),
-            )?);
+            self.converter = Some(key_converter(&columns)?);
         }
         let converter = self.converter.as_ref().expect("set above");
         Ok(converter.convert_columns(&columns)?)

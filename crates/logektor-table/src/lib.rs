@@ -20,6 +20,7 @@
 pub mod faults;
 mod layout;
 pub mod maintenance;
+mod scan;
 mod table;
 
 pub use layout::{

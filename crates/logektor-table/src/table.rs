@@ -18,6 +18,7 @@ use tracing::{info, warn};
 use url::Url;
 
 use crate::layout::{SortedRows, WRITE_CHUNK_ROWS, flush_writer_properties};
+use crate::scan::{DeltaFiles, FileCache, IndexSlot};
 use crate::{Error, Result};
 
 /// How often one append re-commits its files after losing a race to a delete.
@@ -144,6 +145,8 @@ pub struct EventTable {
     table: DeltaTable,
     app_id: String,
     committed_seq: u64,
+    /// Parsed file entries shared by the snapshots this writer hands out.
+    pub(crate) files: Arc<FileCache>,
 }
 
 impl EventTable {
@@ -169,6 +172,7 @@ impl EventTable {
             table,
             app_id: app_id.to_owned(),
             committed_seq,
+            files: Arc::default(),
         })
     }
 
@@ -288,6 +292,7 @@ impl EventTable {
         TableSnapshot {
             table: Some(Arc::new(self.table.clone())),
             committed_seq: self.committed_seq,
+            files: Arc::new(IndexSlot::with_cache(Arc::clone(&self.files))),
         }
     }
 }
@@ -322,8 +327,10 @@ async fn committed_seq(table: &DeltaTable, app_id: &str) -> Result<u64> {
 #[derive(Clone, Default)]
 pub struct TableSnapshot {
     /// `None` when there is no table yet (offline reads before the first start).
-    table: Option<Arc<DeltaTable>>,
+    pub(crate) table: Option<Arc<DeltaTable>>,
     committed_seq: u64,
+    /// The version's file list for [`DeltaFiles`], parsed on the first scan.
+    pub(crate) files: Arc<IndexSlot>,
 }
 
 impl TableSnapshot {
@@ -338,6 +345,7 @@ impl TableSnapshot {
         Ok(Self {
             table: Some(Arc::new(table)),
             committed_seq,
+            files: Arc::default(),
         })
     }
 
@@ -357,6 +365,9 @@ impl TableSnapshot {
             return Ok(None);
         };
         table.update_datafusion_session(session)?;
+        if let Some(index) = self.files.get(table) {
+            return Ok(Some(Arc::new(DeltaFiles::new(index))));
+        }
         Ok(Some(table.table_provider().await?))
     }
 

@@ -98,7 +98,7 @@ impl Ingester {
     }
 
     /// Runs compaction, retention and vacuum on their schedules until `shutdown` turns true.
-    /// Run it on the compute runtime: compaction encodes Parquet.
+    /// The server runs it on its low-priority upkeep runtime: compaction encodes Parquet.
     pub async fn run_maintenance(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let config = self.maintenance.clone();
         // Even with upkeep only on request, the readers' snapshot follows commits of other

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
+use datafusion::config::ConfigOptions;
+use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::MemoryReservation;
@@ -89,11 +91,34 @@ pub fn default_memory_limit() -> usize {
     total_kib.map_or(FLOOR, |kib| (kib * 1024 / 2).max(FLOOR))
 }
 
+/// DataFusion's settings for every query: Parquet filter pushdown on (late materialization pays
+/// for the selective filters dashboards use), then whatever `DATAFUSION_*` environment
+/// variables set, named as in DataFusion's configuration reference
+/// (`DATAFUSION_EXECUTION_BATCH_SIZE` sets `datafusion.execution.batch_size`). The SQL API
+/// cannot change them (`SET` is refused); an invalid variable fails start-up.
+fn datafusion_options() -> Result<ConfigOptions> {
+    let invalid = |err: DataFusionError| {
+        QueryError::Internal(format!("DATAFUSION_* environment variables: {err}"))
+    };
+    let mut options = ConfigOptions::from_env().map_err(invalid)?;
+    for (key, value) in [
+        ("datafusion.execution.parquet.pushdown_filters", "true"),
+        ("datafusion.execution.parquet.reorder_filters", "true"),
+    ] {
+        if std::env::var_os(key.to_uppercase().replace('.', "_")).is_none() {
+            options.set(key, value).map_err(invalid)?;
+        }
+    }
+    Ok(options)
+}
+
 /// Runs SQL over an [`EventsSource`].
 pub struct QueryEngine {
     config: QueryConfig,
     runtime: Arc<RuntimeEnv>,
     source: Arc<dyn EventsSource>,
+    /// DataFusion's settings: ours, then any `DATAFUSION_*` environment variables.
+    options: ConfigOptions,
 }
 
 impl QueryEngine {
@@ -115,6 +140,7 @@ impl QueryEngine {
             config,
             runtime,
             source,
+            options: datafusion_options()?,
         })
     }
 
@@ -123,12 +149,9 @@ impl QueryEngine {
     }
 
     fn session(&self) -> SessionContext {
-        let mut config = SessionConfig::new()
+        let config = SessionConfig::from(self.options.clone())
             .with_target_partitions(self.config.target_partitions)
             .with_information_schema(true);
-        let options = config.options_mut();
-        options.execution.parquet.pushdown_filters = true;
-        options.execution.parquet.reorder_filters = true;
         let state = SessionStateBuilder::new()
             .with_config(config)
             .with_runtime_env(Arc::clone(&self.runtime))

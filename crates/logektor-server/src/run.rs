@@ -40,21 +40,61 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the compute runtime")?;
+    // Upkeep (compaction, retention, vacuum) is CPU-heavy work nobody waits for. It gets its own
+    // thread at a lower scheduling priority: under load the flush, queries and acknowledgements
+    // go first and compaction takes the CPU that is left.
+    let upkeep = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("logektor-upkeep")
+        .on_thread_start(lower_priority)
+        .enable_all()
+        .build()
+        .context("starting the upkeep runtime")?;
     let requests = tokio::runtime::Builder::new_multi_thread()
         .thread_name("logektor-http")
         .enable_all()
         .build()
         .context("starting the request runtime")?;
-    let result = requests.block_on(serve(args, compute.handle().clone(), compute_threads));
+    let runtimes = Runtimes {
+        compute: compute.handle().clone(),
+        compute_threads,
+        upkeep: upkeep.handle().clone(),
+    };
+    let result = requests.block_on(serve(args, runtimes));
     compute.shutdown_timeout(std::time::Duration::from_secs(5));
+    upkeep.shutdown_timeout(std::time::Duration::from_secs(5));
     result
 }
 
-async fn serve(
-    args: ServeArgs,
+/// The nice value of upkeep threads (0 is normal, 19 the lowest priority).
+pub const UPKEEP_NICE: i32 = 10;
+
+/// Lowers the calling thread's scheduling priority to [`UPKEEP_NICE`]. Linux keeps a nice value
+/// per thread; elsewhere it would apply to the whole process, so it is left alone there.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    if let Err(err) =
+        rustix::process::setpriority_process(Some(rustix::thread::gettid()), UPKEEP_NICE)
+    {
+        warn!(error = %err, "could not lower the upkeep thread's priority");
+    }
+}
+
+/// Where work runs besides request tasks.
+struct Runtimes {
+    /// Flushes (Parquet encoding) and queries.
     compute: tokio::runtime::Handle,
     compute_threads: usize,
-) -> anyhow::Result<()> {
+    /// Compaction, retention, vacuum, erasure: at a lower priority.
+    upkeep: tokio::runtime::Handle,
+}
+
+async fn serve(args: ServeArgs, runtimes: Runtimes) -> anyhow::Result<()> {
+    let Runtimes {
+        compute,
+        compute_threads,
+        upkeep,
+    } = runtimes;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data folder {}", args.data_dir.display()))?;
     let keys = Keys::load_or_create(
@@ -151,13 +191,14 @@ async fn serve(
 
     let (stop_flusher, flusher_stopped) = watch::channel(false);
     let flusher = compute.spawn(Arc::clone(&ingester).run_flusher(flusher_stopped.clone()));
-    let maintenance = compute.spawn(Arc::clone(&ingester).run_maintenance(flusher_stopped));
+    let maintenance = upkeep.spawn(Arc::clone(&ingester).run_maintenance(flusher_stopped));
 
     let state = Arc::new(AppState {
         ingester: Arc::clone(&ingester),
         engine,
         keys,
         compute: compute.clone(),
+        upkeep,
         vacuum_grace: args.vacuum_grace,
         sources,
         salts: Salts::new(layout::salt_file(&args.data_dir)),

@@ -30,14 +30,14 @@ fn authorize_admin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError
     })
 }
 
-/// Runs a table operation on the compute runtime and answers its report as JSON.
-async fn run_on_compute<T, F>(state: &AppState, work: F) -> Result<Json<Value>, ApiError>
+/// Runs a table operation on the upkeep runtime and answers its report as JSON.
+async fn run_on_upkeep<T, F>(state: &AppState, work: F) -> Result<Json<Value>, ApiError>
 where
     T: Serialize + Send + 'static,
     F: Future<Output = Result<T, logektor_table::Error>> + Send + 'static,
 {
     let report = state
-        .compute
+        .upkeep
         .spawn(work)
         .await
         .map_err(ApiError::internal)?
@@ -65,7 +65,7 @@ pub(super) async fn table_info(
 ) -> Result<Json<Value>, ApiError> {
     authorize_admin(&state, &headers)?;
     let location = state.ingester.location().clone();
-    run_on_compute(&state, async move { maintenance::info(&location).await }).await
+    run_on_upkeep(&state, async move { maintenance::info(&location).await }).await
 }
 
 pub(super) async fn optimize(
@@ -85,7 +85,7 @@ pub(super) async fn optimize(
         }
     };
     let ingester = Arc::clone(&state.ingester);
-    run_on_compute(&state, async move { ingester.compact(force).await }).await
+    run_on_upkeep(&state, async move { ingester.compact(force).await }).await
 }
 
 pub(super) async fn vacuum(
@@ -104,7 +104,7 @@ pub(super) async fn vacuum(
         })?,
     };
     let ingester = Arc::clone(&state.ingester);
-    run_on_compute(&state, async move { ingester.vacuum(grace).await }).await
+    run_on_upkeep(&state, async move { ingester.vacuum(grace).await }).await
 }
 
 pub(super) async fn checkpoint(
@@ -113,7 +113,7 @@ pub(super) async fn checkpoint(
 ) -> Result<Json<Value>, ApiError> {
     authorize_admin(&state, &headers)?;
     let ingester = Arc::clone(&state.ingester);
-    run_on_compute(&state, async move {
+    run_on_upkeep(&state, async move {
         let version = ingester.checkpoint().await?;
         Ok(serde_json::json!({ "version": version }))
     })
@@ -126,7 +126,7 @@ pub(super) async fn retention(
 ) -> Result<Json<Value>, ApiError> {
     authorize_admin(&state, &headers)?;
     let ingester = Arc::clone(&state.ingester);
-    run_on_compute(&state, async move { ingester.expire().await }).await
+    run_on_upkeep(&state, async move { ingester.expire().await }).await
 }
 
 pub(super) async fn forget(
@@ -152,7 +152,7 @@ pub(super) async fn forget(
     // named; the rows themselves are gone after the next vacuum).
     info!(user_id = ?person.user_id, anonymous_id = ?person.anonymous_id, "erasure requested");
     let ingester = Arc::clone(&state.ingester);
-    let response = run_on_compute(&state, async move { ingester.forget(&person).await }).await?;
+    let response = run_on_upkeep(&state, async move { ingester.forget(&person).await }).await?;
     info!(report = %response.0, "erasure done");
     Ok(response)
 }

@@ -32,6 +32,8 @@ pub struct AppState {
     pub keys: Keys,
     /// Runtime for CPU-heavy work (DataFusion, result encoding), away from request tasks.
     pub compute: tokio::runtime::Handle,
+    /// Runtime for table upkeep (compaction, retention, vacuum, erasure), at a lower priority.
+    pub upkeep: tokio::runtime::Handle,
     /// The default grace period of `POST /v1/admin/table/vacuum`.
     pub vacuum_grace: std::time::Duration,
     /// Per-source IP policy, cookieless ids, Do-Not-Track, allowed origins; trusted proxies.

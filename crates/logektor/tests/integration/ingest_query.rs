@@ -410,3 +410,43 @@ fn metrics_describe_ingest_wal_flushes_and_queries() {
     // Route patterns, never raw paths: no write key or path parameter becomes a label.
     assert!(!text.contains("/v1/batch"), "{text}");
 }
+
+#[test]
+fn datafusion_settings_come_from_its_environment_variables() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::try_start_with_env(
+        dir.path(),
+        &[],
+        &[("DATAFUSION_EXECUTION_BATCH_SIZE", "1234")],
+    )
+    .expect("a valid setting starts");
+    let setting = |name: &str| {
+        server.sql(&format!(
+            "SELECT value FROM information_schema.df_settings WHERE name = '{name}'"
+        ))[0]["value"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(setting("datafusion.execution.batch_size"), "1234");
+    // Our defaults hold where the environment says nothing.
+    assert_eq!(
+        setting("datafusion.execution.parquet.pushdown_filters"),
+        "true"
+    );
+    // Queries still run under it, and SQL cannot change it.
+    send_batches(&server, &track_events("env", 10), 5);
+    assert_eq!(server.count("SELECT count(*) AS n FROM events"), 10);
+    let (status, _) = server.sql_raw("SET datafusion.execution.batch_size = 8", "json");
+    assert_eq!(status, 400);
+    server.stop();
+
+    let other = tempfile::tempdir().unwrap();
+    let refused = TestServer::try_start_with_env(
+        other.path(),
+        &[],
+        &[("DATAFUSION_EXECUTION_BATCH_SIZE", "many")],
+    );
+    let status = refused.err().expect("an invalid setting stops the start");
+    assert!(!status.success());
+}

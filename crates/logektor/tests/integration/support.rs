@@ -33,6 +33,15 @@ impl TestServer {
     /// Like [`TestServer::start`], but a server that exits before it listens (a crash point
     /// armed during replay) gives its exit status instead of a panic.
     pub fn try_start(data_dir: &Path, extra: &[&str]) -> Result<Self, std::process::ExitStatus> {
+        Self::try_start_with_env(data_dir, extra, &[])
+    }
+
+    /// Like [`TestServer::try_start`], with extra environment variables.
+    pub fn try_start_with_env(
+        data_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Self, std::process::ExitStatus> {
         let mut child = Command::new(binary())
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
@@ -42,6 +51,7 @@ impl TestServer {
             .args(["--admin-token", ADMIN_TOKEN])
             .args(extra)
             .env("LOGEKTOR_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

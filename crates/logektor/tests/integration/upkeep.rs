@@ -712,3 +712,56 @@ fn the_server_compacts_vacuums_and_expires_on_its_own() {
         .count();
     assert!(checkpoints >= 1);
 }
+
+/// `(thread name, nice value)` of each thread of process `pid`, from `/proc`.
+#[cfg(target_os = "linux")]
+fn thread_nice_values(pid: u32) -> Vec<(String, i64)> {
+    let mut threads = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let task = task.unwrap().path();
+        let (Ok(name), Ok(stat)) = (
+            std::fs::read_to_string(task.join("comm")),
+            std::fs::read_to_string(task.join("stat")),
+        ) else {
+            continue; // the thread ended meanwhile
+        };
+        // Fields after "pid (comm)": state is field 3, nice field 19.
+        let after_name = &stat[stat.rfind(')').unwrap() + 1..];
+        let nice = after_name
+            .split_whitespace()
+            .nth(16)
+            .unwrap()
+            .parse()
+            .unwrap();
+        threads.push((name.trim().to_owned(), nice));
+    }
+    threads
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn upkeep_runs_below_the_priority_of_ingest_and_queries() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), &with_manual_upkeep(&[]));
+    send_batches(&server, &track_events("nice", 40), 10);
+    // Compaction on request runs on the upkeep runtime too (and must still work there).
+    let report = server.admin_ok("POST", "/v1/admin/table/optimize?force=true", None);
+    assert!(report["files_removed"].as_u64().is_some(), "{report}");
+    let threads = thread_nice_values(server.pid());
+    let nice_of = |prefix: &str| -> Vec<i64> {
+        threads
+            .iter()
+            .filter(|(name, _)| name.starts_with(prefix))
+            .map(|(_, nice)| *nice)
+            .collect()
+    };
+    let upkeep = nice_of("logektor-upkeep");
+    assert!(!upkeep.is_empty(), "no upkeep thread in {threads:?}");
+    assert!(upkeep.iter().all(|&nice| nice == 10), "{threads:?}");
+    for busy in ["logektor-comput", "logektor-http"] {
+        let nice = nice_of(busy);
+        assert!(!nice.is_empty(), "no {busy} thread in {threads:?}");
+        assert!(nice.iter().all(|&n| n == 0), "{threads:?}");
+    }
+    assert_eq!(server.count("SELECT count(*) AS n FROM events"), 40);
+}

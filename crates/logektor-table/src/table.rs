@@ -178,7 +178,10 @@ impl EventTable {
 
     /// Loads the latest version again, e.g. after a commit whose outcome is unknown.
     pub async fn reopen(&self) -> Result<Self> {
-        Self::open_or_create(&self.location, &self.app_id).await
+        let mut reopened = Self::open_or_create(&self.location, &self.app_id).await?;
+        // Files never change once written, so what was parsed about them still holds.
+        reopened.files = Arc::clone(&self.files);
+        Ok(reopened)
     }
 
     /// Catches up with commits made by others (compaction, retention, erasure, other writers).

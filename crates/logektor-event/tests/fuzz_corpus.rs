@@ -34,7 +34,11 @@ fn inputs(folder: &Path) -> Vec<(String, Vec<u8>)> {
 
 #[test]
 fn fuzz_corpus_and_regressions_replay_without_panics() {
-    let fuzz = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
+    // Read at run time, not compiled in: a binary cargo reuses from a build of another
+    // checkout sharing the target folder would otherwise look in that checkout.
+    let manifest = std::env::var("CARGO_MANIFEST_DIR")
+        .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned());
+    let fuzz = Path::new(&manifest).join("fuzz");
     for (name, target) in TARGETS {
         let corpus = inputs(&fuzz.join("corpus").join(name));
         assert!(

@@ -254,7 +254,7 @@ fn named_reports_list_run_and_refuse_bad_parameters() {
     let (status, list) = get("/v1/reports", Some(READ_TOKEN));
     assert_eq!(status, 200);
     let reports = list["reports"].as_array().unwrap();
-    let sql_files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../../queries"))
+    let sql_files = std::fs::read_dir(crate::support::manifest_dir().join("../../queries"))
         .unwrap()
         .filter(|entry| {
             entry

@@ -314,7 +314,7 @@ fn run_report(server: &TestServer, report: &str, query: &str) -> Value {
 }
 
 fn golden_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/reports")
+    crate::support::manifest_dir().join("tests/golden/reports")
 }
 
 fn all_answers(server: &TestServer) -> BTreeMap<&'static str, Value> {
@@ -736,7 +736,7 @@ fn dashboard_renders_and_follows_the_date_range_in_chromium() {
     let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard");
     std::fs::create_dir_all(&out).unwrap();
     let output = std::process::Command::new("node")
-        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients/dashboard.mjs"))
+        .arg(crate::support::manifest_dir().join("tests/clients/dashboard.mjs"))
         .args([server.base.as_str(), READ_TOKEN])
         .arg(&out)
         .output()

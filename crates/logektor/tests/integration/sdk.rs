@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::support::{TestServer, WRITE_KEY};
 
 fn clients_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients")
+    crate::support::manifest_dir().join("tests/clients")
 }
 
 /// Runs a client script and returns the JSON it prints last.

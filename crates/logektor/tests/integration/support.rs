@@ -11,6 +11,16 @@ pub const WRITE_KEY: &str = "test-write-key";
 pub const READ_TOKEN: &str = "test-read-token";
 pub const ADMIN_TOKEN: &str = "test-admin-token";
 
+/// This crate's folder, read at run time (cargo sets it for the test process) rather than
+/// compiled in: a test binary that cargo reuses from a build of another checkout sharing the
+/// target folder would otherwise read that checkout's files.
+pub fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(
+        || std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")),
+        std::path::PathBuf::from,
+    )
+}
+
 pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_logektor")
 }

@@ -90,6 +90,14 @@ impl EventsProvider {
         })
     }
 
+    /// The column indices a scan's `projection` reads (`None`: all of them).
+    fn columns(&self, projection: Option<&Vec<usize>>) -> Vec<usize> {
+        match projection {
+            Some(columns) => columns.clone(),
+            None => (0..self.schema.fields().len()).collect(),
+        }
+    }
+
     /// The buffered rows as a memory scan of the projected columns. The buffer holds one batch
     /// per request (~100 rows): concatenated into [`BUFFER_BATCH_ROWS`]-row batches and cast
     /// once per column read, a scan of 75k buffered rows costs a few casts instead of
@@ -101,11 +109,7 @@ impl EventsProvider {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let indices: Vec<usize> = match projection {
-            Some(columns) => columns.clone(),
-            None => (0..self.schema.fields().len()).collect(),
-        };
-        let schema = Arc::new(self.schema.project(&indices)?);
+        let schema = Arc::new(self.schema.project(&self.columns(projection))?);
         let mut batches = Vec::new();
         let mut group: Vec<&RecordBatch> = Vec::new();
         let mut rows = 0;
@@ -236,10 +240,7 @@ impl EventsProvider {
         state: &dyn Session,
         projection: Option<&Vec<usize>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let wanted: Vec<usize> = match projection {
-            Some(columns) => columns.clone(),
-            None => (0..self.schema.fields().len()).collect(),
-        };
+        let wanted = self.columns(projection);
         let source_index = self.schema.index_of("source")?;
         let mut columns = wanted.clone();
         if !columns.contains(&source_index) {

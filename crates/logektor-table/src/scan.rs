@@ -674,6 +674,51 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_table_with_deletion_vectors_is_read_by_delta_rs() {
+        use deltalake::kernel::StructType;
+        use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
+        use logektor_event::schema::{EVENT_DATE, events_schema};
+
+        let dir = tempfile::tempdir().unwrap();
+        let location = TableLocation::local(&dir.path().join("events")).unwrap();
+        // Created by another tool with a reader feature this scan does not implement.
+        let schema: StructType = events_schema().as_ref().try_into_kernel().unwrap();
+        crate::table::load_if_exists(&location)
+            .await
+            .unwrap()
+            .create()
+            .with_columns(schema.fields().cloned())
+            .with_partition_columns([EVENT_DATE])
+            .with_configuration_property(
+                deltalake::TableProperty::EnableDeletionVectors,
+                Some("true"),
+            )
+            .await
+            .unwrap();
+        let mut table = EventTable::open_or_create(&location, "w").await.unwrap();
+        table
+            .append(&batch(6, 1_709_290_000_000_000, "web"), 1)
+            .await
+            .unwrap();
+        let snapshot = table.snapshot();
+        assert!(
+            snapshot
+                .files
+                .get(snapshot.table.as_ref().unwrap())
+                .is_none(),
+            "deletion vectors need delta-rs's reader"
+        );
+        let ctx = SessionContext::new();
+        let provider = snapshot.provider(&ctx.state()).await.unwrap().unwrap();
+        assert!(provider.downcast_ref::<DeltaFiles>().is_none());
+        ctx.register_table("events", provider).unwrap();
+        assert_eq!(
+            answer(&ctx, "SELECT count(*) AS n FROM events").await[3],
+            "| 6 |"
+        );
+    }
+
+    #[tokio::test]
     async fn a_file_is_parsed_once_and_forgotten_when_removed() {
         let dir = tempfile::tempdir().unwrap();
         let location = TableLocation::local(&dir.path().join("events")).unwrap();

@@ -25,7 +25,7 @@ use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::pruning::PruningStatistics;
 use datafusion::common::stats::Precision;
-use datafusion::common::{Column, DFSchema, Statistics};
+use datafusion::common::{Column, ColumnStatistics, DFSchema, Statistics};
 use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::PartitionedFile;
@@ -50,14 +50,10 @@ struct IndexedFile {
     /// From the root of the store DataFusion reads through (see [`store_url`]).
     path: Path,
     size: u64,
-    rows: Option<u64>,
-    /// Per column of the table schema: min, max (typed nulls where unknown) and null count.
-    /// Partition columns carry their value as min and max.
-    min: Vec<ScalarValue>,
-    max: Vec<ScalarValue>,
-    nulls: Vec<Option<u64>>,
     partition_values: Vec<ScalarValue>,
-    /// The same facts for DataFusion (file pruning by dynamic filters, exact row counts).
+    /// Row count (exact) and, per column of the table schema, min, max and null count
+    /// (inexact; absent where unknown); partition columns carry their value as min and max.
+    /// Used for our file pruning and handed to DataFusion (dynamic filters, `count(*)`).
     statistics: Arc<Statistics>,
 }
 
@@ -217,22 +213,29 @@ fn index_file(
         .and_then(|json| serde_json::from_str(&json).ok());
     let section = |name: &str| stats.as_ref().and_then(|s| s.get(name));
     let rows = section("numRecords").and_then(serde_json::Value::as_u64);
-    let mut min = Vec::with_capacity(schema.fields().len());
-    let mut max = Vec::with_capacity(schema.fields().len());
-    let mut nulls = Vec::with_capacity(schema.fields().len());
+    let count = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+    let known = |v: Option<ScalarValue>| match v {
+        Some(v) if !v.is_null() => Precision::Inexact(v),
+        _ => Precision::Absent,
+    };
+    let mut statistics = Statistics::new_unknown(schema);
+    statistics.num_rows = rows.map_or(Precision::Absent, |n| Precision::Exact(count(n)));
     let mut partition_values = Vec::new();
-    for field in schema.fields() {
-        let unknown = stat_null(field.data_type());
+    for (field, column) in schema
+        .fields()
+        .iter()
+        .zip(&mut statistics.column_statistics)
+    {
         if partition_columns.contains(field.name()) {
             let value = match partitions.get(field.name()) {
                 Some(Some(text)) => ScalarValue::try_from_string(text.clone(), field.data_type())
                     .map_err(|err| format!("partition value {text:?}: {err}"))?,
                 _ => ScalarValue::try_from(field.data_type()).map_err(|err| err.to_string())?,
             };
-            let null_count = rows.map(|rows| if value.is_null() { rows } else { 0 });
-            min.push(value.clone());
-            max.push(value.clone());
-            nulls.push(null_count);
+            let nulls = rows.map(|rows| if value.is_null() { rows } else { 0 });
+            column.min_value = known(Some(value.clone()));
+            column.max_value = known(Some(value.clone()));
+            column.null_count = nulls.map_or(Precision::Absent, |n| Precision::Inexact(count(n)));
             partition_values.push(value);
             continue;
         }
@@ -240,48 +243,20 @@ fn index_file(
             section(name)
                 .and_then(|values| values.get(field.name()))
                 .and_then(|value| stat_value(value, field.data_type(), upper))
-                .unwrap_or_else(|| unknown.clone())
         };
-        min.push(value_of("minValues", false));
-        max.push(value_of("maxValues", true));
-        nulls.push(
-            section("nullCount")
-                .and_then(|counts| counts.get(field.name()))
-                .and_then(serde_json::Value::as_u64),
-        );
-    }
-    let mut statistics = Statistics::new_unknown(schema);
-    statistics.num_rows = rows.map_or(Precision::Absent, |n| {
-        Precision::Exact(usize::try_from(n).unwrap_or(usize::MAX))
-    });
-    for (i, column) in statistics.column_statistics.iter_mut().enumerate() {
-        let known = |v: &ScalarValue| {
-            if v.is_null() {
-                Precision::Absent
-            } else {
-                Precision::Inexact(v.clone())
-            }
-        };
-        column.min_value = known(&min[i]);
-        column.max_value = known(&max[i]);
-        column.null_count = nulls[i].map_or(Precision::Absent, |n| {
-            Precision::Inexact(usize::try_from(n).unwrap_or(usize::MAX))
-        });
+        column.min_value = known(value_of("minValues", false));
+        column.max_value = known(value_of("maxValues", true));
+        column.null_count = section("nullCount")
+            .and_then(|counts| counts.get(field.name()))
+            .and_then(serde_json::Value::as_u64)
+            .map_or(Precision::Absent, |n| Precision::Inexact(count(n)));
     }
     Ok(IndexedFile {
         statistics: Arc::new(statistics),
         path,
         size: u64::try_from(view.size()).unwrap_or_default(),
-        rows,
-        min,
-        max,
-        nulls,
         partition_values,
     })
-}
-
-fn stat_null(data_type: &DataType) -> ScalarValue {
-    ScalarValue::try_from(data_type).unwrap_or(ScalarValue::Null)
 }
 
 /// A Delta statistics value as a scalar of the column's type; `None` if the type is
@@ -330,23 +305,31 @@ impl FileStatistics<'_> {
         self.index.table_schema.index_of(&column.name).ok()
     }
 
+    /// One value per file (a typed null where unknown) picked from the column's statistics.
     fn values(
         &self,
         column: &Column,
-        pick: fn(&IndexedFile) -> &[ScalarValue],
+        pick: fn(&ColumnStatistics) -> &Precision<ScalarValue>,
     ) -> Option<ArrayRef> {
         let i = self.column(column)?;
-        ScalarValue::iter_to_array(self.index.files.iter().map(|f| pick(f)[i].clone())).ok()
+        let unknown = ScalarValue::try_from(self.index.table_schema.field(i).data_type()).ok()?;
+        let values = self.index.files.iter().map(|f| {
+            pick(&f.statistics.column_statistics[i])
+                .get_value()
+                .cloned()
+                .unwrap_or_else(|| unknown.clone())
+        });
+        ScalarValue::iter_to_array(values).ok()
     }
 }
 
 impl PruningStatistics for FileStatistics<'_> {
     fn min_values(&self, column: &Column) -> Option<ArrayRef> {
-        self.values(column, |f| &f.min)
+        self.values(column, |c| &c.min_value)
     }
 
     fn max_values(&self, column: &Column) -> Option<ArrayRef> {
-        self.values(column, |f| &f.max)
+        self.values(column, |c| &c.max_value)
     }
 
     fn num_containers(&self) -> usize {
@@ -355,12 +338,25 @@ impl PruningStatistics for FileStatistics<'_> {
 
     fn null_counts(&self, column: &Column) -> Option<ArrayRef> {
         let i = self.column(column)?;
-        let counts: UInt64Array = self.index.files.iter().map(|f| f.nulls[i]).collect();
+        let counts: UInt64Array = self
+            .index
+            .files
+            .iter()
+            .map(|f| {
+                let nulls = f.statistics.column_statistics[i].null_count.get_value();
+                nulls.map(|&n| n as u64)
+            })
+            .collect();
         Some(Arc::new(counts))
     }
 
     fn row_counts(&self) -> Option<ArrayRef> {
-        let counts: UInt64Array = self.index.files.iter().map(|f| f.rows).collect();
+        let counts: UInt64Array = self
+            .index
+            .files
+            .iter()
+            .map(|f| f.statistics.num_rows.get_value().map(|&n| n as u64))
+            .collect();
         Some(Arc::new(counts))
     }
 
@@ -450,10 +446,9 @@ impl TableProvider for DeltaFiles {
             return Ok(Arc::new(EmptyExec::new(schema)));
         }
         let groups = file_groups(&files, session.config().target_partitions().max(1));
-        let total_rows = files.iter().map(|f| f.rows).sum::<Option<u64>>();
         let mut statistics = Statistics::new_unknown(&index.table_schema);
-        statistics.num_rows = total_rows.map_or(Precision::Absent, |n| {
-            Precision::Exact(usize::try_from(n).unwrap_or(usize::MAX))
+        statistics.num_rows = files.iter().fold(Precision::Exact(0), |rows, f| {
+            rows.add(&f.statistics.num_rows)
         });
         statistics.total_byte_size =
             Precision::Inexact(files.iter().map(|f| f.size as usize).sum());
@@ -565,7 +560,12 @@ mod tests {
         let index = snapshot.files.get(delta).expect("a plain Parquet table");
         // Two days per flush: six files.
         assert_eq!(index.files.len(), 6);
-        assert!(index.files.iter().all(|f| f.rows.is_some()));
+        assert!(
+            index
+                .files
+                .iter()
+                .all(|f| f.statistics.num_rows.get_value().is_some())
+        );
 
         let ours = SessionContext::new();
         let provider = snapshot.provider(&ours.state()).await.unwrap().unwrap();

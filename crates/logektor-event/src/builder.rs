@@ -29,6 +29,88 @@ pub struct EventBatchBuilder {
 /// Number of optional text columns between `source` and `context`, `is_bot` excluded.
 const OPTIONAL_TEXT_COLUMNS: usize = 24;
 
+/// Where `is_bot` sits among the optional text columns (it is the only non-text one).
+const BEFORE_BOT: usize = 19;
+
+/// Bytes of text per column for a builder: `message_id`, `kind`, `event`, `source`, then the optional
+/// text columns in schema order.
+#[derive(Debug, Clone, Copy)]
+struct TextBytes {
+    message_id: usize,
+    kind: usize,
+    event: usize,
+    source: usize,
+    optional: [usize; OPTIONAL_TEXT_COLUMNS],
+}
+
+impl TextBytes {
+    /// A guess for `rows` typical events, for a builder whose events are not known yet.
+    fn guess(rows: usize) -> Self {
+        Self {
+            message_id: rows * 36,
+            kind: rows * 5,
+            event: rows * 16,
+            source: rows * 8,
+            optional: [rows * 16; OPTIONAL_TEXT_COLUMNS],
+        }
+    }
+
+    /// Exactly what `events` hold.
+    fn of(events: &[Event]) -> Self {
+        let mut bytes = Self {
+            message_id: 0,
+            kind: 0,
+            event: 0,
+            source: 0,
+            optional: [0; OPTIONAL_TEXT_COLUMNS],
+        };
+        for event in events {
+            bytes.message_id += event.message_id.len();
+            bytes.kind += event.kind.map_or(0, |kind| kind.as_str().len());
+            bytes.event += event.event.as_deref().map_or(0, str::len);
+            bytes.source += event.source.len();
+            for (total, value) in bytes.optional.iter_mut().zip(optional_text(event)) {
+                *total += value.map_or(0, str::len);
+            }
+        }
+        bytes
+    }
+}
+
+/// The optional text values of `event`, in schema order between `anonymous_id` and `context`,
+/// without `is_bot`.
+fn optional_text(event: &Event) -> [Option<&str>; OPTIONAL_TEXT_COLUMNS] {
+    let [utm_source, utm_medium, utm_campaign, utm_term, utm_content] = &event.utm;
+    [
+        &event.anonymous_id,
+        &event.user_id,
+        &event.session_id,
+        &event.group_id,
+        &event.previous_id,
+        &event.page_url,
+        &event.page_path,
+        &event.page_title,
+        &event.page_referrer,
+        &event.referrer_host,
+        utm_source,
+        utm_medium,
+        utm_campaign,
+        utm_term,
+        utm_content,
+        &event.user_agent,
+        &event.browser,
+        &event.os,
+        &event.device_type,
+        // is_bot sits here (BEFORE_BOT).
+        &event.ip,
+        &event.locale,
+        &event.properties,
+        &event.traits,
+        &event.context,
+    ]
+    .map(|value| value.as_deref())
+}
+
 impl Default for EventBatchBuilder {
     fn default() -> Self {
         Self::with_capacity(0)
@@ -37,17 +119,25 @@ impl Default for EventBatchBuilder {
 
 impl EventBatchBuilder {
     pub fn with_capacity(rows: usize) -> Self {
+        Self::with_text_bytes(rows, TextBytes::guess(rows))
+    }
+
+    /// A builder for `rows` rows whose text takes `bytes`: sized exactly, nothing grows or is
+    /// left over (the batches stay in the buffer until a flush, so slack there is memory held).
+    fn with_text_bytes(rows: usize, bytes: TextBytes) -> Self {
         let timestamp = || TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("UTC");
         Self {
-            message_id: StringBuilder::with_capacity(rows, rows * 36),
-            kind: StringBuilder::with_capacity(rows, rows * 5),
-            event: StringBuilder::with_capacity(rows, rows * 16),
+            message_id: StringBuilder::with_capacity(rows, bytes.message_id),
+            kind: StringBuilder::with_capacity(rows, bytes.kind),
+            event: StringBuilder::with_capacity(rows, bytes.event),
             timestamp: timestamp(),
             received_at: timestamp(),
             sent_at: timestamp(),
-            source: StringBuilder::with_capacity(rows, rows * 8),
-            optional_text: (0..OPTIONAL_TEXT_COLUMNS)
-                .map(|_| StringBuilder::with_capacity(rows, rows * 16))
+            source: StringBuilder::with_capacity(rows, bytes.source),
+            optional_text: bytes
+                .optional
+                .iter()
+                .map(|&data| StringBuilder::with_capacity(rows, data))
                 .collect(),
             is_bot: BooleanBuilder::with_capacity(rows),
             event_date: Date32Builder::with_capacity(rows),
@@ -71,39 +161,8 @@ impl EventBatchBuilder {
         self.received_at.append_value(event.received_at);
         self.sent_at.append_option(event.sent_at);
         self.source.append_value(&event.source);
-        let [utm_source, utm_medium, utm_campaign, utm_term, utm_content] = &event.utm;
-        // Order must match schema::COLUMNS between "anonymous_id" and "context", without is_bot.
-        let before_bot: [&Option<String>; 19] = [
-            &event.anonymous_id,
-            &event.user_id,
-            &event.session_id,
-            &event.group_id,
-            &event.previous_id,
-            &event.page_url,
-            &event.page_path,
-            &event.page_title,
-            &event.page_referrer,
-            &event.referrer_host,
-            utm_source,
-            utm_medium,
-            utm_campaign,
-            utm_term,
-            utm_content,
-            &event.user_agent,
-            &event.browser,
-            &event.os,
-            &event.device_type,
-        ];
-        let after_bot: [&Option<String>; 5] = [
-            &event.ip,
-            &event.locale,
-            &event.properties,
-            &event.traits,
-            &event.context,
-        ];
-        let values = before_bot.iter().chain(after_bot.iter());
-        for (builder, value) in self.optional_text.iter_mut().zip(values) {
-            builder.append_option(value.as_deref());
+        for (builder, value) in self.optional_text.iter_mut().zip(optional_text(event)) {
+            builder.append_option(value);
         }
         self.is_bot.append_option(event.is_bot);
         self.event_date.append_value(event.event_date);
@@ -123,7 +182,7 @@ impl EventBatchBuilder {
             Arc::new(self.sent_at.finish()),
             Arc::new(self.source.finish()),
         ];
-        columns.extend(text.by_ref().take(19));
+        columns.extend(text.by_ref().take(BEFORE_BOT));
         columns.push(Arc::new(self.is_bot.finish()));
         columns.extend(text);
         columns.push(Arc::new(self.event_date.finish()));
@@ -132,9 +191,9 @@ impl EventBatchBuilder {
     }
 }
 
-/// Builds one record batch from a slice of events.
+/// Builds one record batch from a slice of events, each column allocated once at its exact size.
 pub fn to_record_batch(events: &[Event]) -> RecordBatch {
-    let mut builder = EventBatchBuilder::with_capacity(events.len());
+    let mut builder = EventBatchBuilder::with_text_bytes(events.len(), TextBytes::of(events));
     for event in events {
         builder.append(event);
     }
@@ -201,5 +260,45 @@ mod tests {
             assert_eq!(text.value(0), *name);
             assert!(!text.is_null(0));
         }
+    }
+
+    #[test]
+    fn text_columns_are_allocated_at_their_exact_size() {
+        let meta = crate::RequestMeta::new(1_700_000_000_000_000, "web", 7);
+        let body = format!(
+            r#"{{"batch":[{}]}}"#,
+            (0..50)
+                .map(|i| {
+                    format!(
+                        r#"{{"type":"page","messageId":"id-{i}","anonymousId":"a{i}","name":"n",
+                        "properties":{{"url":"https://example.com/{}"}},
+                        "context":{{"userAgent":"Mozilla/5.0 {}"}}}}"#,
+                        "p".repeat(i),
+                        "x".repeat(3 * i)
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let events = crate::decode(&meta, crate::Endpoint::Batch, body.as_bytes()).unwrap();
+        let batch = to_record_batch(&events);
+        assert_eq!(batch.num_rows(), 50);
+        let mut checked = 0;
+        for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+            let Some(text) = column.as_any().downcast_ref::<StringArray>() else {
+                continue;
+            };
+            let values = text.values();
+            // Buffers round their allocation up to a multiple of 64 bytes, no more.
+            assert!(
+                values.capacity() < values.len() + 64,
+                "{}: {} bytes of text in {} allocated",
+                field.name(),
+                values.len(),
+                values.capacity()
+            );
+            checked += 1;
+        }
+        assert_eq!(checked, 1 + 1 + 1 + 1 + OPTIONAL_TEXT_COLUMNS);
     }
 }

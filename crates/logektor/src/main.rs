@@ -13,7 +13,11 @@ use logektor_table::maintenance;
 /// mimalloc instead of glibc's allocator: the ingest path allocates many small, short-lived
 /// strings and JSON maps on several threads, where glibc spent a third of the server's CPU
 /// (`_int_malloc`, `malloc_consolidate`) and fragmented its per-thread arenas (see
-/// benches/README.md).
+/// benches/README.md). mimalloc's 2.x line (the crate's `v2` feature): under a maximum-rate load
+/// it held less memory than 3.x, which keeps freed pages for a second before returning them
+/// (benches/README.md, "Memory"). Build with `--no-default-features` for the system allocator,
+/// which heap profilers such as heaptrack can follow.
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

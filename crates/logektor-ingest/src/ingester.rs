@@ -359,13 +359,26 @@ impl Ingester {
                 // The batches stay buffered (and in the WAL); the next tick tries again.
                 error!(error = %err, "flush failed; will retry");
                 tokio::time::sleep(self.flush.interval).await;
-            } else if !due && self.wal_cleanup_due.load(Ordering::Relaxed) {
-                let committed = self.buffer.table().committed_seq();
-                self.remove_committed_wal(committed).await;
+            } else if !due {
+                if self.wal_cleanup_due.load(Ordering::Relaxed) {
+                    let committed = self.buffer.table().committed_seq();
+                    self.remove_committed_wal(committed).await;
+                }
+                self.coalesce_buffer().await;
             }
         }
         if let Err(err) = self.flush_now().await {
             error!(error = %err, "final flush failed; the WAL still holds every acknowledged event");
+        }
+    }
+
+    /// Merges the buffer's small batches into large ones ([`Buffer::coalesce`]), holding the
+    /// writer lock so that no flush is in flight meanwhile.
+    async fn coalesce_buffer(&self) {
+        let _no_flush = self.table.lock().await;
+        let merged = self.buffer.coalesce();
+        if merged > 0 {
+            metrics::counter!("logektor_buffer_batches_merged_total").increment(merged as u64);
         }
     }
 

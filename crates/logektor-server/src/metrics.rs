@@ -5,8 +5,8 @@
 //! `http_request_seconds{route}`, `events_accepted_total`, `events_duplicate_total`,
 //! `errors_total{code}` (every 4xx/5xx answer by its error code: rejected events by reason),
 //! `wal_group_commit_seconds`, `wal_group_records`, `wal_failures_total`, `buffer_rows`,
-//! `buffer_bytes`, `flush_seconds`, `flushed_rows_total`, `flush_failures_total`,
-//! `query_seconds`, `query_errors_total{code}`.
+//! `buffer_bytes`, `buffer_batches`, `buffer_batches_merged_total`, `flush_seconds`,
+//! `flushed_rows_total`, `flush_failures_total`, `query_seconds`, `query_errors_total{code}`.
 
 use std::sync::OnceLock;
 use std::time::Instant;

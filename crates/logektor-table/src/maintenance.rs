@@ -460,8 +460,6 @@ fn date_days(text: &str) -> Option<i32> {
     i32::try_from((date - epoch).num_days()).ok()
 }
 
-/// Data files hold every column but the partition column; put it back (last, as in the
-/// canonical schema) so the batch can be written like a flush.
 /// Rows per batch each file of a compaction bin is read in.
 const MERGE_BATCH_ROWS: usize = 4096;
 
@@ -477,6 +475,8 @@ fn file_batches(
     Ok(reader.map(move |batch| with_partition_column(&batch?, days)))
 }
 
+/// Data files hold every column but the partition column; put it back (last, as in the
+/// canonical schema) so the batch can be written like a flush.
 fn with_partition_column(batch: &RecordBatch, days: i32) -> Result<RecordBatch> {
     let schema = events_schema();
     let columns = schema

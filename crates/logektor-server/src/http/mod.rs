@@ -197,6 +197,7 @@ async fn metrics(
     let buffer = state.ingester.buffer().stats();
     ::metrics::gauge!("logektor_buffer_rows").set(buffer.rows as f64);
     ::metrics::gauge!("logektor_buffer_bytes").set(buffer.bytes as f64);
+    ::metrics::gauge!("logektor_buffer_batches").set(buffer.batches as f64);
     let mut response = state.metrics.render().into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

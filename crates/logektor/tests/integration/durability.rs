@@ -71,6 +71,42 @@ fn kill_9_right_after_acks_in_a_loop() {
 }
 
 #[test]
+fn batches_merged_between_flushes_are_written_once() {
+    let dir = tempfile::tempdir().unwrap();
+    // The flusher merges the buffer's small batches on each tick that is not a flush (every
+    // 100 ms here, flushing every 400 ms), so requests sent for a while interleave merges and
+    // flushes.
+    let server = TestServer::start(dir.path(), &["--flush-interval", "400ms"]);
+    let events = track_events("merged", 3000);
+    let started = std::time::Instant::now();
+    for chunk in events.chunks(300) {
+        send_batches(&server, chunk, 5);
+        std::thread::sleep(std::time::Duration::from_millis(150));
+    }
+    assert!(started.elapsed() > std::time::Duration::from_secs(1));
+    let metrics = server
+        .client()
+        .get(server.url("/metrics"))
+        .bearer_auth(crate::support::ADMIN_TOKEN)
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let merged: f64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("logektor_buffer_batches_merged_total "))
+        .unwrap_or_else(|| panic!("no merges counted:\n{metrics}"))
+        .parse()
+        .unwrap();
+    assert!(merged > 0.0);
+    let counts =
+        &server.sql("SELECT count(*) AS n, count(DISTINCT message_id) AS d FROM events")[0];
+    assert_eq!((&counts["n"], &counts["d"]), (&3000.into(), &3000.into()));
+    server.stop();
+    assert_eq!(python_delta_counts(dir.path()), "3000 3000 ['event_date']");
+}
+
+#[test]
 fn python_deltalake_reads_the_same_rows() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path(), &["--flush-interval", "100ms"]);

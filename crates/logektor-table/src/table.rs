@@ -571,4 +571,51 @@ mod tests {
             .to_string();
         assert!(text.contains("| 15 | 2    |"), "{text}");
     }
+
+    /// Flush files fall back to `PLAIN` for text: the format-2 default, `DELTA_BYTE_ARRAY`,
+    /// reserves two 1 MiB buffers per text column writer before writing a value.
+    #[tokio::test]
+    async fn flush_files_write_text_without_delta_encodings() {
+        use parquet::basic::{Encoding, Type};
+        use parquet::file::reader::{FileReader, SerializedFileReader};
+
+        let dir = tempfile::tempdir().unwrap();
+        let location = TableLocation::local(&dir.path().join("events")).unwrap();
+        let mut table = EventTable::open_or_create(&location, "writer-a")
+            .await
+            .unwrap();
+        table.append(&batch(50), 1).await.unwrap();
+        let mut files = Vec::new();
+        let mut dirs = vec![dir.path().join("events")];
+        while let Some(next) = dirs.pop() {
+            for entry in std::fs::read_dir(next).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.extension().is_some_and(|ext| ext == "parquet") {
+                    files.push(path);
+                }
+            }
+        }
+        assert_eq!(files.len(), 2, "one file per day: {files:?}");
+        for file in files {
+            let reader = SerializedFileReader::new(std::fs::File::open(&file).unwrap()).unwrap();
+            for row_group in reader.metadata().row_groups() {
+                for column in row_group.columns() {
+                    if column.column_type() != Type::BYTE_ARRAY {
+                        continue;
+                    }
+                    let encodings: Vec<Encoding> = column.encodings().collect();
+                    let name = column.column_path().string();
+                    assert!(
+                        !encodings.contains(&Encoding::DELTA_BYTE_ARRAY),
+                        "{name}: {encodings:?}"
+                    );
+                    if name == "message_id" {
+                        assert!(encodings.contains(&Encoding::PLAIN), "{encodings:?}");
+                    }
+                }
+            }
+        }
+    }
 }

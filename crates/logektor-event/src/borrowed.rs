@@ -561,7 +561,12 @@ mod tests {
         assert_eq!(page.utm[0].as_deref(), Some("override"));
         assert_eq!(page.utm[1].as_deref(), Some("mail"));
         assert_eq!(page.utm[3].as_deref(), Some("shoes"));
-        assert_eq!(page.browser.as_deref(), Some("Safari"));
+        assert_eq!(
+            page.agent
+                .as_ref()
+                .and_then(|agent| agent.browser.as_deref()),
+            Some("Safari")
+        );
         assert_eq!(page.ip.as_deref(), Some("198.51.100.7"));
         assert_eq!(page.session_id.as_deref(), Some("s-1"));
         // Stored as sent, whitespace between tokens removed.

@@ -80,35 +80,36 @@ impl TextBytes {
 /// The optional text values of `event`, in schema order between `anonymous_id` and `context`,
 /// without `is_bot`.
 fn optional_text(event: &Event) -> [Option<&str>; OPTIONAL_TEXT_COLUMNS] {
-    let [utm_source, utm_medium, utm_campaign, utm_term, utm_content] = &event.utm;
+    let [utm_source, utm_medium, utm_campaign, utm_term, utm_content] =
+        event.utm.each_ref().map(Option::as_deref);
+    let agent = event.agent.as_deref();
     [
-        &event.anonymous_id,
-        &event.user_id,
-        &event.session_id,
-        &event.group_id,
-        &event.previous_id,
-        &event.page_url,
-        &event.page_path,
-        &event.page_title,
-        &event.page_referrer,
-        &event.referrer_host,
+        event.anonymous_id.as_deref(),
+        event.user_id.as_deref(),
+        event.session_id.as_deref(),
+        event.group_id.as_deref(),
+        event.previous_id.as_deref(),
+        event.page_url.as_deref(),
+        event.page_path.as_deref(),
+        event.page_title.as_deref(),
+        event.page_referrer.as_deref(),
+        event.referrer_host.as_deref(),
         utm_source,
         utm_medium,
         utm_campaign,
         utm_term,
         utm_content,
-        &event.user_agent,
-        &event.browser,
-        &event.os,
-        &event.device_type,
+        agent.map(|agent| agent.text.as_str()),
+        agent.and_then(|agent| agent.browser.as_deref()),
+        agent.and_then(|agent| agent.os.as_deref()),
+        agent.map(|agent| agent.device_type),
         // is_bot sits here (BEFORE_BOT).
-        &event.ip,
-        &event.locale,
-        &event.properties,
-        &event.traits,
-        &event.context,
+        event.ip.as_deref(),
+        event.locale.as_deref(),
+        event.properties.as_deref(),
+        event.traits.as_deref(),
+        event.context.as_deref(),
     ]
-    .map(|value| value.as_deref())
 }
 
 impl Default for EventBatchBuilder {
@@ -164,7 +165,8 @@ impl EventBatchBuilder {
         for (builder, value) in self.optional_text.iter_mut().zip(optional_text(event)) {
             builder.append_option(value);
         }
-        self.is_bot.append_option(event.is_bot);
+        self.is_bot
+            .append_option(event.agent.as_ref().map(|agent| agent.is_bot));
         self.event_date.append_value(event.event_date);
     }
 
@@ -234,11 +236,13 @@ mod tests {
                 Some("utm_term".into()),
                 Some("utm_content".into()),
             ],
-            user_agent: Some("user_agent".into()),
-            browser: Some("browser".into()),
-            os: Some("os".into()),
-            device_type: Some("device_type".into()),
-            is_bot: Some(true),
+            agent: Some(Arc::new(crate::enrich::UserAgentInfo {
+                text: "user_agent".into(),
+                browser: Some("browser".into()),
+                os: Some("os".into()),
+                device_type: "device_type",
+                is_bot: true,
+            })),
             ip: Some("ip".into()),
             locale: Some("locale".into()),
             properties: Some("properties".into()),

@@ -6,11 +6,13 @@
 //! a batch on any 400 without retrying, so a partial accept could not be reported to them
 //! anyway, and an all-or-nothing rule keeps a batch one WAL record with one outcome.
 
+use std::sync::Arc;
+
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use crate::enrich::{self, IpPolicy};
+use crate::enrich::{self, IpPolicy, UserAgentInfo};
 use crate::error::{DecodeError, Result};
 use crate::time::{MAX_MICROS, MIN_MICROS, micros_to_days, parse_iso8601_micros};
 use crate::{MAX_BATCH_BYTES, MAX_EVENT_BYTES};
@@ -157,11 +159,9 @@ pub struct Event {
     pub page_referrer: Option<String>,
     pub referrer_host: Option<String>,
     pub utm: [Option<String>; 5],
-    pub user_agent: Option<String>,
-    pub browser: Option<String>,
-    pub os: Option<String>,
-    pub device_type: Option<String>,
-    pub is_bot: Option<bool>,
+    /// The user agent (`user_agent`) and what it says (`browser`, `os`, `device_type`,
+    /// `is_bot`), shared by every event with the same one.
+    pub agent: Option<Arc<UserAgentInfo>>,
     pub ip: Option<String>,
     pub locale: Option<String>,
     pub properties: Option<String>,
@@ -821,11 +821,10 @@ impl Fields<'_> {
                 *slot = Some(value.to_owned());
             }
         }
-        let user_agent = self
+        let agent = self
             .user_agent
             .or(meta.user_agent.as_deref())
-            .map(|ua| enrich::cap_user_agent(ua).to_owned());
-        let agent = user_agent.as_deref().map(enrich::user_agent);
+            .map(enrich::user_agent);
         Event {
             message_id: self.message_id,
             kind: Some(self.kind),
@@ -845,11 +844,7 @@ impl Fields<'_> {
             page_referrer: self.page_referrer.map(str::to_owned),
             referrer_host,
             utm,
-            browser: agent.as_ref().and_then(|a| a.browser.clone()),
-            os: agent.as_ref().and_then(|a| a.os.clone()),
-            device_type: agent.as_ref().map(|a| a.device_type.to_owned()),
-            is_bot: agent.as_ref().map(|a| a.is_bot),
-            user_agent,
+            agent,
             ip: self.ip,
             locale: self.locale.map(str::to_owned),
             properties: self.properties,

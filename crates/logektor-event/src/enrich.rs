@@ -14,13 +14,12 @@ pub(crate) fn url_path(text: &str) -> Option<String> {
 
 /// Host of a referrer URL, without a leading `www.`.
 pub(crate) fn referrer_host(text: &str) -> Option<String> {
+    let parsed;
     let host = match simple_http_url(text) {
         Some(simple) => simple.host,
         None => {
-            let url = Url::parse(text).ok()?;
-            return url
-                .host_str()
-                .map(|host| host.strip_prefix("www.").unwrap_or(host).to_owned());
+            parsed = Url::parse(text).ok()?;
+            parsed.host_str()?
         }
     };
     Some(host.strip_prefix("www.").unwrap_or(host).to_owned())
@@ -66,7 +65,7 @@ struct SimpleUrl<'a> {
 }
 
 /// Reads the host and query of the URLs that make up nearly all real traffic without the
-/// full WHATWG parse, which took 4% of the server's CPU at full load (`url` builds a whole
+/// full WHATWG parse, which took 3.7% of the server's CPU at full load (`url` builds a whole
 /// serialized URL, IDNA-checks the host and percent-encodes every part). `None` means "not
 /// that simple": the caller then parses with [`Url::parse`], so the answer never differs.
 ///

@@ -161,6 +161,8 @@ impl QueryEngine {
         // json_get_str(properties, 'plan'), properties->>'plan', … over the JSON text columns.
         datafusion_functions_json::register_all(&mut ctx)
             .expect("registering the JSON functions cannot fail on a fresh context");
+        // date_trunc with a fast path for UTC hours, days and weeks.
+        crate::functions::register(&ctx);
         ctx
     }
 

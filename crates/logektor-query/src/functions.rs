@@ -1,0 +1,291 @@
+//! SQL functions the query engine registers over DataFusion's own.
+//!
+//! [`UtcDateTrunc`] replaces `date_trunc` with the same function plus a fast path for the
+//! common case of the reports: `hour`, `day` or `week` of a timestamp array in UTC (or without
+//! a time zone). DataFusion 55 truncates a timestamp that carries a time zone, even `UTC`, by
+//! converting every value to a calendar date and back (~90 ns per row, measured: 0.9 s of CPU
+//! per ten million events, most of the cost of `SELECT max(date_trunc('day', timestamp))`);
+//! in UTC an hour, a day and a week have fixed lengths, so truncation is one remainder per value.
+//! Everything else (other units, other time zones, scalars, times) goes to DataFusion's
+//! function unchanged, and a differential test holds the two to the same answers.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, PrimitiveArray};
+use arrow::datatypes::{
+    ArrowTimestampType, DataType, FieldRef, TimeUnit, TimestampMicrosecondType,
+    TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType,
+};
+use arrow::error::ArrowError;
+use datafusion::common::{Result, ScalarValue};
+use datafusion::functions::datetime::date_trunc::DateTruncFunc;
+use datafusion::logical_expr::sort_properties::{ExprProperties, SortProperties};
+use datafusion::logical_expr::{
+    ColumnarValue, Documentation, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl,
+    Signature,
+};
+
+/// Registers this module's functions on `ctx`, replacing DataFusion's of the same names.
+pub(crate) fn register(ctx: &datafusion::prelude::SessionContext) {
+    ctx.register_udf(ScalarUDF::new_from_impl(UtcDateTrunc::default()));
+}
+
+/// `date_trunc`, with a fast path for `hour`, `day` and `week` in UTC (see the module docs).
+///
+/// It wraps DataFusion's function and delegates every method that function implements, so the
+/// signature, coercions, result type, ordering properties and documentation are DataFusion's.
+#[derive(Debug, Default, PartialEq, Eq, Hash)]
+pub struct UtcDateTrunc {
+    inner: DateTruncFunc,
+}
+
+impl ScalarUDFImpl for UtcDateTrunc {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn signature(&self) -> &Signature {
+        self.inner.signature()
+    }
+
+    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
+        self.inner.return_type(arg_types)
+    }
+
+    fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
+        self.inner.return_field_from_args(args)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        if let Some(truncated) = utc_fast_path(&args.args) {
+            return Ok(ColumnarValue::Array(truncated));
+        }
+        self.inner.invoke_with_args(args)
+    }
+
+    fn aliases(&self) -> &[String] {
+        self.inner.aliases()
+    }
+
+    fn output_ordering(&self, inputs: &[ExprProperties]) -> Result<SortProperties> {
+        self.inner.output_ordering(inputs)
+    }
+
+    fn documentation(&self) -> Option<&Documentation> {
+        self.inner.documentation()
+    }
+}
+
+/// Fixed-length units of `date_trunc` in UTC.
+#[derive(Debug, Clone, Copy)]
+enum Unit {
+    Hour,
+    Day,
+    /// Weeks start on Monday, as DataFusion's (and ISO 8601's) do.
+    Week,
+}
+
+impl Unit {
+    fn parse(granularity: &ColumnarValue) -> Option<Self> {
+        let ColumnarValue::Scalar(
+            ScalarValue::Utf8(Some(text))
+            | ScalarValue::Utf8View(Some(text))
+            | ScalarValue::LargeUtf8(Some(text)),
+        ) = granularity
+        else {
+            return None;
+        };
+        match text.to_ascii_lowercase().as_str() {
+            "hour" => Some(Self::Hour),
+            "day" => Some(Self::Day),
+            "week" => Some(Self::Week),
+            _ => None,
+        }
+    }
+
+    /// `(length, offset)` in ticks of `unit`: a value `v` truncates to
+    /// `v - (v - offset).rem_euclid(length)`.
+    fn ticks(self, unit: TimeUnit) -> (i64, i64) {
+        let per_second = match unit {
+            TimeUnit::Second => 1,
+            TimeUnit::Millisecond => 1_000,
+            TimeUnit::Microsecond => 1_000_000,
+            TimeUnit::Nanosecond => 1_000_000_000,
+        };
+        let day = 86_400 * per_second;
+        match self {
+            Self::Hour => (3_600 * per_second, 0),
+            Self::Day => (day, 0),
+            // 1970-01-05, the first Monday after the epoch (a Thursday).
+            Self::Week => (7 * day, 4 * day),
+        }
+    }
+}
+
+/// Time zones that are UTC under another name.
+fn is_utc(tz: Option<&str>) -> bool {
+    matches!(
+        tz,
+        None | Some("UTC" | "utc" | "Z" | "+00:00" | "+00" | "+0000" | "Etc/UTC" | "GMT")
+    )
+}
+
+/// The truncated array, or `None` to leave the call to DataFusion's function (a unit or time
+/// zone this path does not cover, a scalar, or a value whose truncation overflows).
+fn utc_fast_path(args: &[ColumnarValue]) -> Option<ArrayRef> {
+    let [granularity, ColumnarValue::Array(values)] = args else {
+        return None;
+    };
+    let unit = Unit::parse(granularity)?;
+    let DataType::Timestamp(time_unit, tz) = values.data_type() else {
+        return None;
+    };
+    if !is_utc(tz.as_deref()) {
+        return None;
+    }
+    let (length, offset) = unit.ticks(*time_unit);
+    match time_unit {
+        TimeUnit::Second => truncate::<TimestampSecondType>(values, length, offset),
+        TimeUnit::Millisecond => truncate::<TimestampMillisecondType>(values, length, offset),
+        TimeUnit::Microsecond => truncate::<TimestampMicrosecondType>(values, length, offset),
+        TimeUnit::Nanosecond => truncate::<TimestampNanosecondType>(values, length, offset),
+    }
+}
+
+fn truncate<T: ArrowTimestampType>(
+    values: &ArrayRef,
+    length: i64,
+    offset: i64,
+) -> Option<ArrayRef> {
+    let values = values.as_any().downcast_ref::<PrimitiveArray<T>>()?;
+    let overflow = || ArrowError::ComputeError("timestamp out of range".into());
+    let truncated: PrimitiveArray<T> = values
+        .try_unary(|v| {
+            let since = v.checked_sub(offset).ok_or_else(overflow)?;
+            v.checked_sub(since.rem_euclid(length)).ok_or_else(overflow)
+        })
+        .ok()?;
+    Some(Arc::new(truncated.with_timezone_opt(values.timezone())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{RecordBatch, TimestampMicrosecondArray};
+    use arrow::datatypes::{Field, Schema};
+    use datafusion::prelude::SessionContext;
+
+    /// A deterministic spread of microsecond timestamps from 1900 to 2200, with nulls, exact
+    /// unit boundaries and values either side of them.
+    fn timestamps() -> Vec<Option<i64>> {
+        const DAY: i64 = 86_400_000_000;
+        let mut values = vec![
+            None,
+            Some(0),
+            Some(-1),
+            Some(1),
+            Some(4 * DAY),
+            Some(4 * DAY - 1),
+        ];
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..20_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            // -70 to +230 years around the epoch.
+            let span = 300 * 365 * DAY;
+            let value = (state % span as u64) as i64 - 70 * 365 * DAY;
+            values.push(Some(value));
+            values.push(Some(value - value.rem_euclid(DAY)));
+            values.push(Some(value - value.rem_euclid(3_600_000_000) - 1));
+        }
+        values
+    }
+
+    async fn answers(fast: bool, tz: Option<&str>, sql: &str) -> Vec<RecordBatch> {
+        let field = Field::new(
+            "ts",
+            DataType::Timestamp(TimeUnit::Microsecond, tz.map(Into::into)),
+            true,
+        );
+        let values = TimestampMicrosecondArray::from(timestamps()).with_timezone_opt(tz);
+        let batch =
+            RecordBatch::try_new(Arc::new(Schema::new(vec![field])), vec![Arc::new(values)])
+                .unwrap();
+        let ctx = SessionContext::new();
+        if fast {
+            register(&ctx);
+        }
+        ctx.register_batch("t", batch).unwrap();
+        ctx.sql(sql).await.unwrap().collect().await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn gives_datafusion_s_answers_for_every_unit_and_time_zone() {
+        let mut checked = 0;
+        for tz in [
+            None,
+            Some("UTC"),
+            Some("+00:00"),
+            Some("Europe/Berlin"),
+            Some("-05:00"),
+        ] {
+            for unit in [
+                "microsecond",
+                "second",
+                "minute",
+                "hour",
+                "HOUR",
+                "day",
+                "week",
+                "month",
+                "quarter",
+                "year",
+            ] {
+                for column in ["ts", "CAST(ts AS TIMESTAMP)"] {
+                    let sql = format!("SELECT date_trunc('{unit}', {column}) AS d, ts FROM t");
+                    let ours = answers(true, tz, &sql).await;
+                    let theirs = answers(false, tz, &sql).await;
+                    assert_eq!(ours, theirs, "date_trunc('{unit}', {column}) in {tz:?}");
+                    assert_eq!(ours[0].schema(), theirs[0].schema());
+                    checked += 1;
+                }
+            }
+        }
+        assert_eq!(checked, 100);
+    }
+
+    #[tokio::test]
+    async fn the_fast_path_is_taken_for_utc_days_and_weeks() {
+        let values: ArrayRef = Arc::new(
+            TimestampMicrosecondArray::from(vec![Some(1_714_608_000_123_456), None])
+                .with_timezone("UTC"),
+        );
+        let day = ColumnarValue::Scalar(ScalarValue::Utf8(Some("day".into())));
+        let truncated = utc_fast_path(&[day, ColumnarValue::Array(Arc::clone(&values))])
+            .expect("UTC days take the fast path");
+        let truncated = truncated
+            .as_any()
+            .downcast_ref::<TimestampMicrosecondArray>()
+            .unwrap();
+        // 2024-05-02T00:00:00Z.
+        assert_eq!(truncated.value(0), 1_714_608_000_000_000);
+        assert!(truncated.is_null(1));
+        assert_eq!(truncated.timezone(), Some("UTC"));
+
+        let month = ColumnarValue::Scalar(ScalarValue::Utf8(Some("month".into())));
+        assert!(utc_fast_path(&[month, ColumnarValue::Array(values)]).is_none());
+        let berlin: ArrayRef =
+            Arc::new(TimestampMicrosecondArray::from(vec![Some(0)]).with_timezone("Europe/Berlin"));
+        let week = ColumnarValue::Scalar(ScalarValue::Utf8(Some("week".into())));
+        assert!(utc_fast_path(&[week, ColumnarValue::Array(berlin)]).is_none());
+    }
+
+    #[tokio::test]
+    async fn sql_sees_the_replacement_under_both_names() {
+        let sql = "SELECT date_trunc('week', ts) AS a, datetrunc('week', ts) AS b FROM t";
+        let batches = answers(true, Some("UTC"), sql).await;
+        assert_eq!(batches[0].column(0), batches[0].column(1));
+        assert!(batches.iter().map(RecordBatch::num_rows).sum::<usize>() > 60_000);
+    }
+}

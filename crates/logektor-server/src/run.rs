@@ -53,6 +53,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .worker_threads(1)
         .thread_name("logektor-upkeep")
         .on_thread_start(lower_priority)
+        // Compaction's file writes fan out as blocking tasks (23 -> 58 threads at full load);
+        // the same reasoning as the compute pool's cap.
+        .max_blocking_threads(UPKEEP_BLOCKING_THREADS)
+        .thread_keep_alive(std::time::Duration::from_secs(300))
         .enable_all()
         .build()
         .context("starting the upkeep runtime")?;
@@ -74,6 +78,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 
 /// Threads of the compute runtime's blocking pool (flushes, local file I/O).
 const COMPUTE_BLOCKING_THREADS: usize = 16;
+
+/// Threads of the upkeep runtime's blocking pool (compaction's and vacuum's file I/O).
+const UPKEEP_BLOCKING_THREADS: usize = 4;
 
 /// The nice value of upkeep threads (0 is normal, 19 the lowest priority).
 pub const UPKEEP_NICE: i32 = 10;

@@ -42,7 +42,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         // each exiting thread leaves its allocator heap's partly used pages behind. A small
         // pool that stays keeps reusing the same heaps.
         .max_blocking_threads(COMPUTE_BLOCKING_THREADS)
-        .thread_keep_alive(std::time::Duration::from_secs(300))
+        .thread_keep_alive(BLOCKING_THREAD_KEEP_ALIVE)
         .enable_all()
         .build()
         .context("starting the compute runtime")?;
@@ -56,7 +56,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         // Compaction's file writes fan out as blocking tasks (23 -> 58 threads at full load);
         // the same reasoning as the compute pool's cap.
         .max_blocking_threads(UPKEEP_BLOCKING_THREADS)
-        .thread_keep_alive(std::time::Duration::from_secs(300))
+        .thread_keep_alive(BLOCKING_THREAD_KEEP_ALIVE)
         .enable_all()
         .build()
         .context("starting the upkeep runtime")?;
@@ -81,6 +81,10 @@ const COMPUTE_BLOCKING_THREADS: usize = 16;
 
 /// Threads of the upkeep runtime's blocking pool (compaction's and vacuum's file I/O).
 const UPKEEP_BLOCKING_THREADS: usize = 4;
+
+/// How long an idle blocking thread stays (Tokio's default is 10 s): long enough that threads
+/// are reused across flushes and compactions instead of exiting and starting again.
+const BLOCKING_THREAD_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// The nice value of upkeep threads (0 is normal, 19 the lowest priority).
 pub const UPKEEP_NICE: i32 = 10;

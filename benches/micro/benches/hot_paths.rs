@@ -20,7 +20,7 @@ use parquet::arrow::ArrowWriter;
 
 /// The server's allocator, so allocation costs what it costs there.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 const BATCH: usize = 100;
 

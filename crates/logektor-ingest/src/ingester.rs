@@ -54,7 +54,7 @@ impl Default for FlushConfig {
             interval: Duration::from_secs(1),
             max_rows: 250_000,
             max_bytes: 128 * 1024 * 1024,
-            max_buffer_bytes: 512 * 1024 * 1024,
+            max_buffer_bytes: 256 * 1024 * 1024,
         }
     }
 }

@@ -150,8 +150,10 @@ pub struct ServeArgs {
     pub flush_bytes: usize,
 
     /// Answer 503 with Retry-After while the buffer holds more than this (flushes failing or
-    /// falling behind).
-    #[arg(long, env = "LOGEKTOR_MAX_BUFFER_BYTES", default_value = "512MiB", value_parser = parse_bytes)]
+    /// falling behind, e.g. while compaction shares the CPU at full load). Twice the flush
+    /// threshold: at full load the buffer peaks near 200 MiB while a flush runs, so this sheds
+    /// only when flushes lag, and bounds what the lag can add to the RSS.
+    #[arg(long, env = "LOGEKTOR_MAX_BUFFER_BYTES", default_value = "256MiB", value_parser = parse_bytes)]
     pub max_buffer_bytes: usize,
 
     /// Ingest requests (POST bodies) handled at once; more are answered 429 with Retry-After

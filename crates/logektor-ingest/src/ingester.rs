@@ -211,6 +211,12 @@ impl Ingester {
     }
 
     /// The queryable buffer (an [`logektor_query::EventsSource`]).
+    /// Whether the buffer holds more than one flush: a flush is due or running and has not
+    /// committed yet. Compaction waits while this holds, so the flush gets the CPU first.
+    pub(crate) fn flush_behind(&self) -> bool {
+        self.buffer.stats().bytes > self.flush.max_bytes
+    }
+
     pub fn buffer(&self) -> Arc<Buffer> {
         Arc::clone(&self.buffer)
     }

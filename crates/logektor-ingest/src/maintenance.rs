@@ -60,8 +60,13 @@ impl Ingester {
         // concurrent ones only one could commit (see `maintenance::compact`), so the other
         // would have done its work for nothing and answered a conflict.
         let _one_at_a_time = self.compaction_lock.lock().await;
-        let report =
-            maintenance::compact(&self.location, &self.maintenance.compaction, force).await?;
+        let report = maintenance::compact_yielding(
+            &self.location,
+            &self.maintenance.compaction,
+            force,
+            &|| self.flush_behind(),
+        )
+        .await?;
         self.refresh_table().await?;
         Ok(report)
     }

@@ -337,6 +337,7 @@ async fn freshness(args: FreshnessArgs) -> anyhow::Result<()> {
     let mut delays = Vec::with_capacity(args.probes);
     let mut queries = 0usize;
     let mut first_query_hits = 0usize;
+    let mut shed = 0usize;
     for probe in 0..args.probes {
         let id = format!("fresh-{run}-{probe}");
         // No client timestamp: the event happens when it is received, so the query below can
@@ -351,17 +352,32 @@ async fn freshness(args: FreshnessArgs) -> anyhow::Result<()> {
             .duration_since(std::time::UNIX_EPOCH)?
             .as_secs()
             .saturating_sub(60);
-        let response = client
-            .post(format!("{base}/v1/batch"))
-            .basic_auth(&args.write_key, Some(""))
-            .json(&body)
-            .send()
-            .await?;
-        anyhow::ensure!(
-            response.status().is_success(),
-            "ingest answered {}",
-            response.status()
-        );
+        // Sent again after a 429/503, after its Retry-After, as an SDK would: freshness is
+        // measured from the 200.
+        loop {
+            let response = client
+                .post(format!("{base}/v1/batch"))
+                .basic_auth(&args.write_key, Some(""))
+                .json(&body)
+                .send()
+                .await?;
+            let status = response.status();
+            if status.is_success() {
+                break;
+            }
+            anyhow::ensure!(
+                status == reqwest::StatusCode::TOO_MANY_REQUESTS
+                    || status == reqwest::StatusCode::SERVICE_UNAVAILABLE,
+                "ingest answered {status}"
+            );
+            shed += 1;
+            let wait = response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|value| value.to_str().ok()?.parse::<u64>().ok())
+                .unwrap_or(1);
+            tokio::time::sleep(Duration::from_secs(wait.clamp(1, 10))).await;
+        }
         let acked = Instant::now();
         let sql = format!(
             "SELECT count(*) AS n FROM events \
@@ -410,5 +426,6 @@ async fn freshness(args: FreshnessArgs) -> anyhow::Result<()> {
         delays.len()
     );
     println!("freshness_queries\t{queries}");
+    println!("freshness_probes_shed_and_resent\t{shed}");
     Ok(())
 }

@@ -697,6 +697,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn compaction_waits_while_the_writer_is_behind_then_finishes() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let location = TableLocation::local(&dir.path().join("events")).unwrap();
+        let mut table = EventTable::open_or_create(&location, "w").await.unwrap();
+        // Two flushes of events on two dates: two files per date.
+        table.append(&unsorted(10), 1).await.unwrap();
+        table.append(&unsorted(6), 2).await.unwrap();
+        let asked = AtomicUsize::new(0);
+        // The writer is behind for the first five questions, then catches up.
+        let behind = || asked.fetch_add(1, Ordering::SeqCst) < 5;
+        let report = compact_yielding(&location, &CompactionConfig::default(), true, &behind)
+            .await
+            .unwrap();
+        assert_eq!((report.files_removed, report.files_added), (4, 2));
+        assert!(
+            asked.load(Ordering::SeqCst) > 5,
+            "compaction went on before the writer caught up"
+        );
+        let info = info(&location).await.unwrap();
+        assert_eq!((info.files, info.rows), (2, 16));
+    }
+
+    #[tokio::test]
     async fn compaction_sorts_a_bin_whose_files_another_tool_wrote_out_of_order() {
         let dir = tempfile::tempdir().unwrap();
         let location = TableLocation::local(&dir.path().join("events")).unwrap();

@@ -39,6 +39,13 @@ if [ ! -x /usr/bin/chromium ]; then
   echo "installing Chromium"
   apt_install chromium
 fi
+# jemalloc, the server's allocator, is C built with make and a C compiler.
+for tool in make cc; do
+  if ! command -v "$tool" >/dev/null 2>&1; then
+    echo "installing $tool"
+    apt_install make gcc libc6-dev
+  fi
+done
 for component in rustfmt clippy; do
   if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
     rustup component add "$component"

@@ -210,13 +210,13 @@ impl Ingester {
         }))
     }
 
-    /// The queryable buffer (an [`logektor_query::EventsSource`]).
     /// Whether the buffer holds more than one flush: a flush is due or running and has not
     /// committed yet. Compaction waits while this holds, so the flush gets the CPU first.
     pub(crate) fn flush_behind(&self) -> bool {
         self.buffer.stats().bytes > self.flush.max_bytes
     }
 
+    /// The queryable buffer (an [`logektor_query::EventsSource`]).
     pub fn buffer(&self) -> Arc<Buffer> {
         Arc::clone(&self.buffer)
     }

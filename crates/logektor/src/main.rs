@@ -14,10 +14,10 @@ use logektor_table::maintenance;
 /// strings and JSON maps on several threads, where glibc spent a third of the server's CPU
 /// (`_int_malloc`, `malloc_consolidate`) and fragmented its per-thread arenas. jemalloc replaced
 /// mimalloc 2.x: in back-to-back 150 s full-load runs it peaked at 680 MiB RSS against 966–986,
-/// with 5–10% less CPU per event, because it returns unused pages from a background thread over
-/// seconds instead of purging and faulting them back within milliseconds (benches/README.md,
-/// "Memory"). Build with `--no-default-features` for the system allocator, which heap profilers
-/// such as heaptrack can follow.
+/// with 5–9% less CPU per event. It reuses freed pages and returns idle ones from a background
+/// thread after seconds, where mimalloc purged them after 10 ms and faulted them back in
+/// (benches/README.md, "The 2026-12-06 rows"). Build with `--no-default-features` for the
+/// system allocator, which heap profilers such as heaptrack can follow.
 #[cfg(feature = "jemalloc")]
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;

@@ -40,12 +40,10 @@ if [ ! -x /usr/bin/chromium ]; then
   apt_install chromium
 fi
 # jemalloc, the server's allocator, is C built with make and a C compiler.
-for tool in make cc; do
-  if ! command -v "$tool" >/dev/null 2>&1; then
-    echo "installing $tool"
-    apt_install make gcc libc6-dev
-  fi
-done
+if ! command -v make >/dev/null 2>&1 || ! command -v cc >/dev/null 2>&1; then
+  echo "installing make and gcc"
+  apt_install make gcc libc6-dev
+fi
 for component in rustfmt clippy; do
   if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
     rustup component add "$component"

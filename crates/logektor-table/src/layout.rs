@@ -1,14 +1,18 @@
 //! How rows are laid out in Parquet: sort order and encoding settings.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap};
 
-use arrow::array::ArrayRef;
+use arrow::array::{Array, ArrayRef, AsArray, Date32Array, StringArray, TimestampMicrosecondArray};
 use arrow::compute::{concat, interleave_record_batch};
-use arrow::datatypes::DataType;
+use arrow::datatypes::{DataType, Date32Type, TimestampMicrosecondType};
 use arrow::record_batch::RecordBatch;
 use arrow::row::{OwnedRow, RowConverter, Rows, SortField};
-use logektor_event::schema::events_schema;
+use deltalake::DeltaTableError;
+use deltalake::kernel::scalars::ScalarExt;
+use deltalake::writer::{DeltaWriter, RecordBatchWriter, WriteMode};
+use indexmap::IndexMap;
+use logektor_event::schema::{EVENT_DATE, events_schema};
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::properties::{
     EnabledStatistics, WriterProperties, WriterPropertiesBuilder, WriterVersion,
@@ -79,28 +83,14 @@ impl<'a> SortedRows<'a> {
                 .flat_map(|&b| (0..batches[b].num_rows()).map(move |r| (b, r)))
                 .collect()
         } else {
-            let mut columns = Vec::with_capacity(SORT_COLUMNS.len());
-            for name in SORT_COLUMNS {
-                let parts: Vec<&ArrayRef> = batches
-                    .iter()
-                    .filter_map(|batch| batch.column_by_name(name))
-                    .collect();
-                if parts.len() != batches.len() {
-                    continue;
-                }
-                let refs: Vec<&dyn arrow::array::Array> =
-                    parts.iter().map(|array| array.as_ref()).collect();
-                columns.push(concat(&refs)?);
-            }
-            // The keys in Arrow's row format, so each comparison is one memcmp rather than a
-            // dynamic comparator per column (what a lexicographic sort of the columns does).
-            // Ties keep their input order, so a flush's output does not depend on the sort.
-            let rows = key_converter(&columns)?.convert_columns(&columns)?;
-            let mut indices: Vec<usize> = (0..total).collect();
-            indices.sort_unstable_by(|&a, &b| rows.row(a).cmp(&rows.row(b)).then(a.cmp(&b)));
-            indices
+            let sorted = match packed_order(batches, total) {
+                Some(sorted) => sorted,
+                None => row_format_order(batches, total)?,
+            };
+            sorted
                 .into_iter()
                 .map(|global| {
+                    let global = global as usize;
                     let batch = starts.partition_point(|&start| start <= global) - 1;
                     (batch, global - starts[batch])
                 })
@@ -120,6 +110,159 @@ impl<'a> SortedRows<'a> {
             .chunks(rows.max(1))
             .map(move |chunk| Ok(interleave_record_batch(&refs, chunk)?))
     }
+}
+
+/// The [`SORT_COLUMNS`] order of any rows, as indices into their concatenation: the keys in
+/// Arrow's row format, so each comparison is one memcmp rather than a dynamic comparator per
+/// column (what a lexicographic sort of the columns does). Ties keep their input order, so a
+/// flush's output does not depend on the sort.
+fn row_format_order(batches: &[RecordBatch], total: usize) -> Result<Vec<u32>> {
+    let mut columns = Vec::with_capacity(SORT_COLUMNS.len());
+    for name in SORT_COLUMNS {
+        let parts: Vec<&ArrayRef> = batches
+            .iter()
+            .filter_map(|batch| batch.column_by_name(name))
+            .collect();
+        if parts.len() != batches.len() {
+            continue;
+        }
+        let refs: Vec<&dyn arrow::array::Array> =
+            parts.iter().map(|array| array.as_ref()).collect();
+        columns.push(concat(&refs)?);
+    }
+    let rows = key_converter(&columns)?.convert_columns(&columns)?;
+    let total = u32::try_from(total).map_err(|_| {
+        arrow::error::ArrowError::InvalidArgumentError(format!("{total} rows to sort at once"))
+    })?;
+    let mut indices: Vec<u32> = (0..total).collect();
+    indices.sort_unstable_by(|&a, &b| {
+        rows.row(a as usize)
+            .cmp(&rows.row(b as usize))
+            .then(a.cmp(&b))
+    });
+    Ok(indices)
+}
+
+/// [`row_format_order`] for rows of the canonical schema, from keys packed into one integer
+/// per row: the date, the rank of the row's `(source, type, event)` among the distinct
+/// ones (a few dozen), and the timestamp, each mapped so that integer order is their order
+/// (strings bytewise, a missing event first, as in Arrow's row format, which [`SortedMerge`]
+/// compares by). Ties keep their input order. Sorting 16-byte integers instead of ~100-byte
+/// row-format keys behind an index halved the sort's share of the server's CPU at full load
+/// (flat profile: ~1.3% to ~0.6%), and it builds no row-format copy of the key columns.
+///
+/// `None` when a batch is not of the canonical schema or a key column has nulls where the
+/// schema has none: the caller then sorts by the row format, which handles anything.
+fn packed_order(batches: &[RecordBatch], total: usize) -> Option<Vec<u32>> {
+    type Keys<'a> = (
+        &'a Date32Array,
+        &'a StringArray,
+        &'a StringArray,
+        &'a StringArray,
+        &'a TimestampMicrosecondArray,
+    );
+    let keys: Vec<Keys<'_>> = batches
+        .iter()
+        .map(|batch| {
+            let column = |name: &str| batch.column_by_name(name);
+            let keys = (
+                column(SORT_COLUMNS[0])?.as_primitive_opt::<Date32Type>()?,
+                column(SORT_COLUMNS[1])?.as_string_opt::<i32>()?,
+                column(SORT_COLUMNS[2])?.as_string_opt::<i32>()?,
+                column(SORT_COLUMNS[3])?.as_string_opt::<i32>()?,
+                column(SORT_COLUMNS[4])?.as_primitive_opt::<TimestampMicrosecondType>()?,
+            );
+            let nulls = keys.0.null_count()
+                + keys.1.null_count()
+                + keys.2.null_count()
+                + keys.4.null_count();
+            (nulls == 0).then_some(keys)
+        })
+        .collect::<Option<_>>()?;
+    if u32::try_from(total).is_err() {
+        return None;
+    }
+    // Distinct (source, type, event) by first appearance, and each row's.
+    type Group<'a> = (&'a str, &'a str, Option<&'a str>);
+    let mut groups: HashMap<Group<'_>, u32> = HashMap::new();
+    let mut group_of_row: Vec<u32> = Vec::with_capacity(total);
+    for (_, sources, types, events, _) in &keys {
+        let mut last: Option<(Group<'_>, u32)> = None;
+        for row in 0..sources.len() {
+            let event = events.is_valid(row).then(|| events.value(row));
+            let group = (sources.value(row), types.value(row), event);
+            let id = match last {
+                Some((previous, id)) if previous == group => id,
+                _ => {
+                    let next = groups.len() as u32;
+                    *groups.entry(group).or_insert(next)
+                }
+            };
+            last = Some((group, id));
+            group_of_row.push(id);
+        }
+    }
+    let mut distinct: Vec<_> = groups.into_iter().collect();
+    distinct.sort_unstable();
+    let mut rank = vec![0u32; distinct.len()];
+    for (position, (_, id)) in distinct.iter().enumerate() {
+        rank[*id as usize] = position as u32;
+    }
+    // Sign bits flipped: two's complement order becomes unsigned order.
+    let mut packed: Vec<(u128, u32)> = Vec::with_capacity(total);
+    let mut global = 0usize;
+    for (dates, _, _, _, timestamps) in &keys {
+        for row in 0..dates.len() {
+            let day = (dates.value(row) as u32 ^ (1 << 31)) as u128;
+            let group = rank[group_of_row[global] as usize] as u128;
+            let time = (timestamps.value(row) as u64 ^ (1 << 63)) as u128;
+            packed.push(((day << 96) | (group << 64) | time, global as u32));
+            global += 1;
+        }
+    }
+    packed.sort_unstable();
+    Some(packed.into_iter().map(|(_, global)| global).collect())
+}
+
+/// Hands `chunk` to `writer` one run of equal `event_date` at a time, as zero-copy slices
+/// with their partition value. `RecordBatchWriter::write` would group every chunk by its
+/// partition values itself, with a row-format sort and a `take` of every column: a full copy
+/// of each chunk (3.3% of the server's CPU at full load), although the rows arrive sorted by
+/// date and a flush chunk nearly always holds a single one. Rows need not be sorted: a date
+/// that comes back in a later run goes to the same file.
+pub(crate) async fn write_partition_runs(
+    writer: &mut RecordBatchWriter,
+    chunk: RecordBatch,
+) -> Result<()> {
+    let Some(dates) = chunk
+        .column_by_name(EVENT_DATE)
+        .and_then(|column| column.as_primitive_opt::<Date32Type>())
+        .filter(|dates| dates.null_count() == 0)
+        .cloned()
+    else {
+        // Not the canonical schema: let delta-rs group it (and refuse it if it must).
+        return Ok(writer.write(chunk).await?);
+    };
+    let values = dates.values();
+    let mut start = 0;
+    while start < values.len() {
+        let day = values[start];
+        let end = start + values[start..].iter().take_while(|&&v| v == day).count();
+        let partition = IndexMap::from([(
+            EVENT_DATE.to_owned(),
+            ScalarExt::from_array(&dates, start)
+                .ok_or_else(|| DeltaTableError::generic("event_date has no partition value"))?,
+        )]);
+        writer
+            .write_partition(
+                chunk.slice(start, end - start),
+                &partition,
+                WriteMode::Default,
+            )
+            .await?;
+        start = end;
+    }
+    Ok(())
 }
 
 /// A converter of the sort key `columns` into Arrow's row format, ascending.
@@ -317,4 +460,91 @@ fn builder(zstd_level: i32, id_dictionary: bool) -> WriterPropertiesBuilder {
         // Page-level statistics also write the column index, which DataFusion uses to skip pages.
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{new_empty_array, new_null_array};
+
+    use super::*;
+
+    /// Rows of the canonical schema with the given sort keys and nothing else.
+    fn keyed(rows: &[(i32, &str, &str, Option<&str>, i64)]) -> RecordBatch {
+        let schema = events_schema();
+        let columns = schema
+            .fields()
+            .iter()
+            .map(|field| -> ArrayRef {
+                let strings =
+                    |values: Vec<Option<&str>>| Arc::new(StringArray::from(values)) as ArrayRef;
+                match field.name().as_str() {
+                    "event_date" => {
+                        Arc::new(Date32Array::from_iter_values(rows.iter().map(|row| row.0)))
+                    }
+                    "source" => strings(rows.iter().map(|row| Some(row.1)).collect()),
+                    "type" => strings(rows.iter().map(|row| Some(row.2)).collect()),
+                    "event" => strings(rows.iter().map(|row| row.3).collect()),
+                    "message_id" => strings(vec![Some("id"); rows.len()]),
+                    "timestamp" | "received_at" => Arc::new(
+                        TimestampMicrosecondArray::from_iter_values(rows.iter().map(|row| row.4))
+                            .with_timezone("UTC"),
+                    ),
+                    _ if rows.is_empty() => new_empty_array(field.data_type()),
+                    _ => new_null_array(field.data_type(), rows.len()),
+                }
+            })
+            .collect();
+        RecordBatch::try_new(schema, columns).unwrap()
+    }
+
+    #[test]
+    fn packed_keys_sort_exactly_as_the_row_format_does() {
+        // Prefixes, empty strings, a missing event, negative and extreme values, many ties.
+        let dates = [i32::MIN, -3, 0, 19_800, i32::MAX];
+        let sources = ["web", "w", "web2", ""];
+        let types = ["page", "track", "identify"];
+        let events = [None, Some(""), Some("a"), Some("ab"), Some("b")];
+        let times = [i64::MIN, -5, -1, 0, 1, 7, i64::MAX];
+        let mut state = 7u64;
+        let mut pick = |n: usize| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1);
+            (state >> 33) as usize % n
+        };
+        let mut batches = Vec::new();
+        for size in [300, 0, 1, 700] {
+            let rows: Vec<_> = (0..size)
+                .map(|_| {
+                    (
+                        dates[pick(dates.len())],
+                        sources[pick(sources.len())],
+                        types[pick(types.len())],
+                        events[pick(events.len())],
+                        times[pick(times.len())],
+                    )
+                })
+                .collect();
+            batches.push(keyed(&rows));
+        }
+        let packed = packed_order(&batches, 1001).expect("the canonical schema");
+        assert_eq!(packed, row_format_order(&batches, 1001).unwrap());
+        // Not the canonical types: the row format decides.
+        let views = RecordBatch::try_new(
+            Arc::new(arrow::datatypes::Schema::new(vec![
+                arrow::datatypes::Field::new("source", DataType::Utf8View, false),
+            ])),
+            vec![Arc::new(arrow::array::StringViewArray::from(vec![
+                "b", "a",
+            ]))],
+        )
+        .unwrap();
+        assert_eq!(packed_order(std::slice::from_ref(&views), 2), None);
+        assert_eq!(
+            row_format_order(std::slice::from_ref(&views), 2).unwrap(),
+            vec![1, 0]
+        );
+    }
 }

@@ -29,7 +29,9 @@ use object_store::ObjectStoreExt;
 use serde::Serialize;
 use tracing::info;
 
-use crate::layout::{Merged, SortedMerge, SortedRows, WRITE_CHUNK_ROWS, writer_properties};
+use crate::layout::{
+    Merged, SortedMerge, SortedRows, WRITE_CHUNK_ROWS, write_partition_runs, writer_properties,
+};
 use crate::table::{load_if_exists, sync_local_files};
 use crate::{Error, Result, TableLocation};
 
@@ -359,7 +361,7 @@ pub async fn compact_yielding(
             loop {
                 yield_while(behind).await;
                 match merge.next_chunk(WRITE_CHUNK_ROWS)? {
-                    Merged::Chunk(chunk) => writer.write(chunk).await?,
+                    Merged::Chunk(chunk) => write_partition_runs(&mut writer, chunk).await?,
                     Merged::Done => break,
                     Merged::Unsorted => {
                         // A file another tool wrote: sort the bin whole, as before.
@@ -374,7 +376,7 @@ pub async fn compact_yielding(
                         let sorted = SortedRows::new(&batches)?;
                         for chunk in sorted.chunks(WRITE_CHUNK_ROWS) {
                             yield_while(behind).await;
-                            writer.write(chunk?).await?;
+                            write_partition_runs(&mut writer, chunk?).await?;
                         }
                         break;
                     }

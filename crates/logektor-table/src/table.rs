@@ -17,7 +17,7 @@ use logektor_event::schema::{EVENT_DATE, events_schema};
 use tracing::{info, warn};
 use url::Url;
 
-use crate::layout::{SortedRows, WRITE_CHUNK_ROWS, flush_writer_properties};
+use crate::layout::{SortedRows, WRITE_CHUNK_ROWS, flush_writer_properties, write_partition_runs};
 use crate::scan::{DeltaFiles, FileCache, IndexSlot};
 use crate::{Error, Result};
 
@@ -231,7 +231,7 @@ impl EventTable {
             let mut writer = RecordBatchWriter::for_table(&self.table)?
                 .with_writer_properties(flush_writer_properties());
             for chunk in sorted.chunks(WRITE_CHUNK_ROWS) {
-                writer.write(chunk?).await?;
+                write_partition_runs(&mut writer, chunk?).await?;
             }
             writer.flush().await?
         };
@@ -570,6 +570,63 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(text.contains("| 15 | 2    |"), "{text}");
+    }
+
+    /// Runs of dates in any order: each date's rows go to that date's one file, whole.
+    #[tokio::test]
+    async fn partition_runs_write_each_date_to_its_own_file() {
+        use crate::layout::write_partition_runs;
+        use arrow::array::AsArray;
+        use arrow::datatypes::Date32Type;
+
+        let dir = tempfile::tempdir().unwrap();
+        let location = TableLocation::local(&dir.path().join("events")).unwrap();
+        let table = EventTable::open_or_create(&location, "writer-a")
+            .await
+            .unwrap();
+        // batch(n) alternates 2024-03-01 and 2024-03-02 row by row: runs of one row each.
+        let rows = batch(9);
+        let dates = rows
+            .column_by_name(EVENT_DATE)
+            .unwrap()
+            .as_primitive::<Date32Type>();
+        let first_day = dates.value(0);
+        let on_first_day = dates.values().iter().filter(|&&d| d == first_day).count() as i64;
+        let mut writer = RecordBatchWriter::for_table(&table.table).unwrap();
+        write_partition_runs(&mut writer, rows.clone())
+            .await
+            .unwrap();
+        write_partition_runs(&mut writer, RecordBatch::new_empty(events_schema()))
+            .await
+            .unwrap();
+        let adds = writer.flush().await.unwrap();
+        assert_eq!(adds.len(), 2, "{adds:?}");
+        let mut counts = Vec::new();
+        for add in &adds {
+            let value = add.partition_values[EVENT_DATE].clone().unwrap();
+            let stats: serde_json::Value =
+                serde_json::from_str(add.stats.as_deref().unwrap()).unwrap();
+            counts.push((value, stats["numRecords"].as_i64().unwrap()));
+            // The file holds the data columns, not the partition column.
+            let path = dir.path().join("events").join(&add.path);
+            let file = std::fs::File::open(path).unwrap();
+            let reader =
+                parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(file, 1024)
+                    .unwrap();
+            for batch in reader {
+                let batch = batch.unwrap();
+                assert!(batch.column_by_name(EVENT_DATE).is_none());
+                assert_eq!(batch.num_columns(), events_schema().fields().len() - 1);
+            }
+        }
+        counts.sort();
+        assert_eq!(
+            counts,
+            vec![
+                ("2024-03-01".to_owned(), on_first_day),
+                ("2024-03-02".to_owned(), 9 - on_first_day),
+            ]
+        );
     }
 
     /// Flush files fall back to `PLAIN` for text: the format-2 default, `DELTA_BYTE_ARRAY`,

@@ -156,26 +156,76 @@ pub(super) fn request_meta(
     }))
 }
 
-/// Reads the body up to `limit` bytes; more is a 413.
+/// How much more than its limit of an oversized body is still read, and thrown away, before
+/// the 413 goes out. Answering while the client is still sending makes the server close a
+/// connection with unread data, which resets it: the client sees a broken connection instead
+/// of the 413, and SDKs retry broken connections, so an event that can never fit would be
+/// re-sent forever. Beyond this the connection is closed anyway.
+const DRAIN_BYTES: usize = 8 << 20;
+
+/// Reads the body up to `limit` bytes; more is a 413 (see [`DRAIN_BYTES`]), a body not
+/// received within `timeout` a 408.
 pub(super) async fn read_body(
     body: Body,
     limit: usize,
     timeout: std::time::Duration,
 ) -> Result<Bytes, ApiError> {
-    match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
-        Ok(Ok(bytes)) => Ok(bytes),
-        Ok(Err(_)) => Err(ApiError::too_large(format!(
-            "request body is larger than the limit of {limit} bytes"
-        ))),
-        Err(_) => Err(ApiError::new(
+    use axum::body::HttpBody;
+    use futures::StreamExt;
+
+    let deadline = tokio::time::Instant::now() + timeout;
+    let timed_out = || {
+        ApiError::new(
             StatusCode::REQUEST_TIMEOUT,
             "timeout",
             format!(
                 "request body not received within {}",
                 humantime::format_duration(timeout)
             ),
-        )),
+        )
+    };
+    let too_large = || {
+        ApiError::too_large(format!(
+            "request body is larger than the limit of {limit} bytes"
+        ))
+    };
+    // A declared length beyond what would be drained: refuse before reading any of it.
+    if body.size_hint().lower() > (limit + DRAIN_BYTES) as u64 {
+        return Err(too_large());
     }
+    let mut stream = body.into_data_stream();
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut received = 0usize;
+    loop {
+        let chunk = match tokio::time::timeout_at(deadline, stream.next()).await {
+            Err(_) => return Err(timed_out()),
+            Ok(None) => break,
+            Ok(Some(Err(err))) => {
+                return Err(ApiError::bad_request(
+                    "bad_body",
+                    format!("request body could not be read: {err}"),
+                ));
+            }
+            Ok(Some(Ok(chunk))) => chunk,
+        };
+        received += chunk.len();
+        if received > limit {
+            // Drain what the client is still sending (bounded in bytes and time), then answer.
+            while received <= limit + DRAIN_BYTES {
+                match tokio::time::timeout_at(deadline, stream.next()).await {
+                    Ok(Some(Ok(chunk))) => received += chunk.len(),
+                    _ => break,
+                }
+            }
+            return Err(too_large());
+        }
+        chunks.push(chunk);
+    }
+    Ok(match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.pop().expect("one chunk"),
+        _ => Bytes::from(chunks.concat()),
+    })
 }
 
 /// Undoes `Content-Encoding: gzip`, refusing output beyond `limit` bytes without inflating

@@ -41,6 +41,37 @@ fn assert_error(actual: (u16, Value), status: u16, needle: &str) {
     );
 }
 
+/// A body over the limit that the client is still sending when the server has read enough
+/// to refuse it: the client must read the 413 and its reason, not a reset connection (which
+/// SDKs retry forever). Repeated because the reset, when it happens, depends on timing.
+#[test]
+fn oversized_bodies_get_their_413_not_a_reset_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), &[]);
+    let event = |size: usize| {
+        serde_json::to_vec(
+            &json!({"userId": "u", "event": "e", "properties": {"p": "x".repeat(size)}}),
+        )
+        .unwrap()
+    };
+    let batch = serde_json::to_vec(&json!({"batch": [{"type": "track", "userId": "u", "event": "e", "properties": {"p": "y".repeat(6 << 20)}}]})).unwrap();
+    for _ in 0..10 {
+        assert_error(
+            post_raw(&server, "/v1/track", event(1 << 20), false),
+            413,
+            "larger than the limit of 32768 bytes",
+        );
+        assert_error(
+            post_raw(&server, "/v1/batch", batch.clone(), false),
+            413,
+            "larger than the limit",
+        );
+    }
+    // The connection pool is still good for accepted requests.
+    let (status, body) = post_raw(&server, "/v1/track", event(10), false);
+    assert_eq!(status, 200, "{body}");
+}
+
 #[test]
 fn bad_ingest_requests_are_refused_and_store_nothing() {
     let dir = tempfile::tempdir().unwrap();

@@ -229,18 +229,21 @@ fn packed_order(batches: &[RecordBatch], total: usize) -> Option<Vec<u32>> {
 /// partition values itself, with a row-format sort and a `take` of every column: a full copy
 /// of each chunk (3.3% of the server's CPU at full load), although the rows arrive sorted by
 /// date and a flush chunk nearly always holds a single one. Rows need not be sorted: a date
-/// that comes back in a later run goes to the same file.
+/// that comes back in a later run goes to the same file. `partition_columns` are the table's:
+/// a table not partitioned by `event_date` alone (one another tool created) is left to
+/// delta-rs.
 pub(crate) async fn write_partition_runs(
     writer: &mut RecordBatchWriter,
+    partition_columns: &[String],
     chunk: RecordBatch,
 ) -> Result<()> {
     let Some(dates) = chunk
         .column_by_name(EVENT_DATE)
         .and_then(|column| column.as_primitive_opt::<Date32Type>())
-        .filter(|dates| dates.null_count() == 0)
+        .filter(|dates| dates.null_count() == 0 && partition_columns == [EVENT_DATE])
         .cloned()
     else {
-        // Not the canonical schema: let delta-rs group it (and refuse it if it must).
+        // Not the canonical layout: let delta-rs group it (and refuse it if it must).
         return Ok(writer.write(chunk).await?);
     };
     let values = dates.values();

@@ -325,6 +325,7 @@ pub async fn compact_yielding(
                 modified: file.modification_time(),
             });
     }
+    let partition_columns = table.snapshot()?.metadata().partition_columns().to_vec();
     let store = table.log_store().object_store(None);
     let mut report = CompactionReport::default();
     let mut actions = Vec::new();
@@ -361,7 +362,9 @@ pub async fn compact_yielding(
             loop {
                 yield_while(behind).await;
                 match merge.next_chunk(WRITE_CHUNK_ROWS)? {
-                    Merged::Chunk(chunk) => write_partition_runs(&mut writer, chunk).await?,
+                    Merged::Chunk(chunk) => {
+                        write_partition_runs(&mut writer, &partition_columns, chunk).await?
+                    }
                     Merged::Done => break,
                     Merged::Unsorted => {
                         // A file another tool wrote: sort the bin whole, as before.
@@ -376,7 +379,7 @@ pub async fn compact_yielding(
                         let sorted = SortedRows::new(&batches)?;
                         for chunk in sorted.chunks(WRITE_CHUNK_ROWS) {
                             yield_while(behind).await;
-                            write_partition_runs(&mut writer, chunk?).await?;
+                            write_partition_runs(&mut writer, &partition_columns, chunk?).await?;
                         }
                         break;
                     }

@@ -230,8 +230,9 @@ impl EventTable {
         } else {
             let mut writer = RecordBatchWriter::for_table(&self.table)?
                 .with_writer_properties(flush_writer_properties());
+            let partition_columns = self.table.snapshot()?.metadata().partition_columns();
             for chunk in sorted.chunks(WRITE_CHUNK_ROWS) {
-                write_partition_runs(&mut writer, chunk?).await?;
+                write_partition_runs(&mut writer, partition_columns, chunk?).await?;
             }
             writer.flush().await?
         };
@@ -572,6 +573,32 @@ mod tests {
         assert!(text.contains("| 15 | 2    |"), "{text}");
     }
 
+    /// A table another tool created with the canonical columns but no partitioning: flushes
+    /// must not invent `event_date` partition values it does not have.
+    #[tokio::test]
+    async fn a_table_not_partitioned_by_date_gets_files_without_partition_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let location = TableLocation::local(&dir.path().join("events")).unwrap();
+        let schema: StructType = events_schema().as_ref().try_into_kernel().unwrap();
+        load_if_exists(&location)
+            .await
+            .unwrap()
+            .create()
+            .with_columns(schema.fields().cloned())
+            .await
+            .unwrap();
+        let mut table = EventTable::open_or_create(&location, "writer-a")
+            .await
+            .unwrap();
+        table.append(&batch(10), 1).await.unwrap();
+        let snapshot = table.table.snapshot().unwrap();
+        assert!(snapshot.metadata().partition_columns().is_empty());
+        let files: Vec<_> = snapshot.log_data().iter().collect();
+        assert_eq!(files.len(), 1);
+        assert_eq!(files[0].partition_values(), None);
+        assert_eq!(files[0].num_records(), Some(10));
+    }
+
     /// Runs of dates in any order: each date's rows go to that date's one file, whole.
     #[tokio::test]
     async fn partition_runs_write_each_date_to_its_own_file() {
@@ -593,12 +620,17 @@ mod tests {
         let first_day = dates.value(0);
         let on_first_day = dates.values().iter().filter(|&&d| d == first_day).count() as i64;
         let mut writer = RecordBatchWriter::for_table(&table.table).unwrap();
-        write_partition_runs(&mut writer, rows.clone())
+        let by_date = [EVENT_DATE.to_owned()];
+        write_partition_runs(&mut writer, &by_date, rows.clone())
             .await
             .unwrap();
-        write_partition_runs(&mut writer, RecordBatch::new_empty(events_schema()))
-            .await
-            .unwrap();
+        write_partition_runs(
+            &mut writer,
+            &by_date,
+            RecordBatch::new_empty(events_schema()),
+        )
+        .await
+        .unwrap();
         let adds = writer.flush().await.unwrap();
         assert_eq!(adds.len(), 2, "{adds:?}");
         let mut counts = Vec::new();

@@ -602,7 +602,6 @@ mod tests {
     /// Runs of dates in any order: each date's rows go to that date's one file, whole.
     #[tokio::test]
     async fn partition_runs_write_each_date_to_its_own_file() {
-        use crate::layout::write_partition_runs;
         use arrow::array::AsArray;
         use arrow::datatypes::Date32Type;
 

@@ -154,6 +154,8 @@ fn row_format_order(batches: &[RecordBatch], total: usize) -> Result<Vec<u32>> {
 /// `None` when a batch is not of the canonical schema or a key column has nulls where the
 /// schema has none: the caller then sorts by the row format, which handles anything.
 fn packed_order(batches: &[RecordBatch], total: usize) -> Option<Vec<u32>> {
+    // The packing below names the five keys one by one: a changed key list must change it.
+    const _: () = assert!(SORT_COLUMNS.len() == 5);
     type Keys<'a> = (
         &'a Date32Array,
         &'a StringArray,

@@ -30,6 +30,12 @@ fn post_raw(server: &TestServer, path: &str, body: Vec<u8>, gzipped: bool) -> (u
     )
 }
 
+/// The write key as HTTP Basic credentials (user name, empty password).
+fn base64_key() -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(format!("{WRITE_KEY}:"))
+}
+
 fn assert_error(actual: (u16, Value), status: u16, needle: &str) {
     let (code, body) = actual;
     assert_eq!(code, status, "{body}");
@@ -47,7 +53,8 @@ fn assert_error(actual: (u16, Value), status: u16, needle: &str) {
 #[test]
 fn oversized_bodies_get_their_413_not_a_reset_connection() {
     let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(dir.path(), &[]);
+    // A long body timeout: a server waiting for a body it will refuse would show as a hang.
+    let server = TestServer::start(dir.path(), &["--body-timeout", "60s"]);
     let event = |size: usize| {
         serde_json::to_vec(
             &json!({"userId": "u", "event": "e", "properties": {"p": "x".repeat(size)}}),
@@ -67,6 +74,32 @@ fn oversized_bodies_get_their_413_not_a_reset_connection() {
             "larger than the limit",
         );
     }
+    // A declared length far beyond the limit is refused at once, before any of the body.
+    let address = server
+        .url("")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(
+            format!(
+                "POST /v1/batch HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {}\r\n\
+                 Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                base64_key(),
+                100 << 20
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut stream, &mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("larger than the limit"), "{answer}");
     // The connection pool is still good for accepted requests.
     let (status, body) = post_raw(&server, "/v1/track", event(10), false);
     assert_eq!(status, 200, "{body}");

@@ -14,7 +14,7 @@ use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use futures::StreamExt;
-use logektor_table::TableSnapshot;
+use logektor_table::{CountFromFileIndex, TableSnapshot};
 use tokio::time::Instant;
 
 use crate::error::{QueryError, Result};
@@ -156,6 +156,8 @@ impl QueryEngine {
             .with_config(config)
             .with_runtime_env(Arc::clone(&self.runtime))
             .with_default_features()
+            // count(*) grouped by partition columns from the file index's row counts.
+            .with_physical_optimizer_rule(Arc::new(CountFromFileIndex))
             .build();
         let mut ctx = SessionContext::new_with_state(state);
         // json_get_str(properties, 'plan'), properties->>'plan', … over the JSON text columns.

@@ -17,12 +17,14 @@
 //! `>= n` in that same commit; there is no window in which rows are in the table but their WAL
 //! position is not.
 
+mod counts;
 pub mod faults;
 mod layout;
 pub mod maintenance;
 mod scan;
 mod table;
 
+pub use counts::CountFromFileIndex;
 pub use layout::{
     Merged, SortedMerge, SortedRows, WRITE_CHUNK_ROWS, flush_writer_properties, writer_properties,
 };

@@ -42,6 +42,8 @@ use datafusion::scalar::ScalarValue;
 use deltalake::DeltaTable;
 use object_store::path::Path;
 use tracing::debug;
+
+use crate::counts::ExactRowCount;
 use url::Url;
 
 /// One data file of a table version, as the scan needs it.
@@ -467,6 +469,11 @@ impl TableProvider for DeltaFiles {
     }
 }
 
+/// Whether `statistics` hold an exact row count.
+fn exact_rows(statistics: &Statistics) -> bool {
+    matches!(statistics.num_rows, Precision::Exact(_))
+}
+
 /// Spreads files over `partitions` groups of about equal bytes (largest first, each to the
 /// lightest group).
 fn file_groups(files: &[Arc<IndexedFile>], partitions: usize) -> Vec<FileGroup> {
@@ -483,6 +490,11 @@ fn file_groups(files: &[Arc<IndexedFile>], partitions: usize) -> Vec<FileGroup> 
         lightest.0 += file.size;
         let mut part = PartitionedFile::new(file.path.clone(), file.size);
         part.partition_values = file.partition_values.clone();
+        // Plain Parquet (the index refuses tables with reader features): a scan yields exactly
+        // `numRecords` rows, so counts may come from the index (see crate::counts).
+        if exact_rows(&file.statistics) {
+            part.extensions.insert(ExactRowCount);
+        }
         lightest
             .1
             .push(part.with_statistics(Arc::clone(&file.statistics)));

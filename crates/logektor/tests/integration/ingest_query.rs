@@ -450,3 +450,78 @@ fn datafusion_settings_come_from_its_environment_variables() {
     let status = refused.err().expect("an invalid setting stops the start");
     assert!(!status.success());
 }
+
+/// `n` track events with message ids `{prefix}-{i}`, spread round-robin over `days`.
+fn dated_events(prefix: &str, n: usize, days: &[&str]) -> Vec<Value> {
+    (0..n)
+        .map(|i| {
+            json!({
+                "type": "track",
+                "event": "Dated",
+                "anonymousId": format!("a-{}", i % 7),
+                "messageId": format!("{prefix}-{i}"),
+                "timestamp": format!("{}T12:00:00.000Z", days[i % days.len()]),
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn counts_by_day_come_from_the_file_index_and_match_a_full_scan() {
+    let dir = tempfile::tempdir().unwrap();
+    // Three days flushed at the graceful stop, then two more buffered (one of them shared).
+    let server = TestServer::start(dir.path(), &["--flush-interval", "1h"]);
+    let flushed_days = ["2024-05-01", "2024-05-02", "2024-05-03"];
+    send_batches(&server, &dated_events("f", 900, &flushed_days), 100);
+    server.stop();
+    let server = TestServer::start(dir.path(), &["--flush-interval", "1h"]);
+    send_batches(
+        &server,
+        &dated_events("g", 200, &["2024-05-03", "2024-05-04"]),
+        50,
+    );
+
+    let by_index = server.sql(
+        "SELECT event_date, count(*) AS n, count(1) AS m FROM events \
+         GROUP BY event_date ORDER BY event_date",
+    );
+    // count(message_id) reads the column, so it is answered from the rows.
+    let by_rows = server.sql(
+        "SELECT event_date, count(message_id) AS n, count(message_id) AS m FROM events \
+         GROUP BY event_date ORDER BY event_date",
+    );
+    assert_eq!(by_index, by_rows);
+    let expected: Vec<Value> = [
+        ("2024-05-01", 300),
+        ("2024-05-02", 300),
+        ("2024-05-03", 400),
+        ("2024-05-04", 100),
+    ]
+    .iter()
+    .map(|(day, n)| json!({"event_date": day, "n": n, "m": n}))
+    .collect();
+    assert_eq!(by_index, expected);
+
+    // The flushed files were not read for the grouped count; they are for a filtered one.
+    let plan = |sql: &str| -> String {
+        server
+            .sql(&format!("EXPLAIN {sql}"))
+            .iter()
+            .map(|row| row["plan"].as_str().unwrap_or_default().to_owned())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let counted = plan("SELECT event_date, count(*) FROM events GROUP BY event_date");
+    assert!(!counted.contains("parquet"), "{counted}");
+    let filtered = "SELECT event_date, count(*) AS n FROM events \
+                    WHERE message_id LIKE 'f-%' GROUP BY event_date ORDER BY event_date";
+    assert!(plan(filtered).contains("parquet"));
+    let filtered_rows: Vec<i64> = server
+        .sql(filtered)
+        .iter()
+        .map(|row| row["n"].as_i64().unwrap())
+        .collect();
+    assert_eq!(filtered_rows, vec![300, 300, 300]);
+    assert_eq!(server.count("SELECT count(*) AS n FROM events"), 1100);
+    server.stop();
+}

@@ -9,11 +9,13 @@
 //!
 //! [`CountFromFileIndex`] is a physical optimizer rule. It finds a `Partial` aggregate whose only
 //! aggregates are `count(<non-null literal>)` (how `count(*)` is planned), grouped by plain
-//! columns, over a union of scans (or one scan). Each scan our file index planned whose grouping
-//! columns are all partition columns, with no predicate and no limit, is replaced by one row per
-//! group holding the partial count: the sum of its files' row counts. The other inputs (the
-//! buffer, a scoped scan) keep the original partial aggregate, and the final aggregate above
-//! adds the two up as it would any partial states.
+//! columns, over a union of scans (or one scan), possibly under a filter. Each scan our file
+//! index planned whose grouping columns are all partition columns, with no limit, and whose
+//! filters (the one above and the one pushed into it) read only partition columns through
+//! deterministic expressions, is replaced by one row per group holding the partial count: the
+//! sum of the row counts of the files whose partition values pass the filters. The other
+//! inputs (the buffer, a scoped scan) keep the original filter and partial aggregate, and the
+//! final aggregate above adds the two up as it would any partial states.
 //!
 //! Only scans whose every file carries the [`ExactRowCount`] mark qualify: [`crate::scan`] sets
 //! it on files of plain Parquet tables, where `numRecords` is exactly what a scan yields. A table
@@ -23,23 +25,32 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, Int64Array};
+use arrow::array::{ArrayRef, AsArray, Int64Array};
 use arrow::compute::cast;
-use arrow::datatypes::DataType;
+use arrow::datatypes::{DataType, Fields, Schema};
 use arrow::record_batch::RecordBatch;
+use datafusion::common::internal_datafusion_err;
 use datafusion::common::stats::Precision;
-use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
+use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode, TreeNodeRecursion};
 use datafusion::config::ConfigOptions;
+use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::physical_plan::FileScanConfig;
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::Result;
-use datafusion::physical_expr::expressions::{Column, Literal};
+use datafusion::physical_expr::expressions::{
+    BinaryExpr, CaseExpr, CastExpr, Column, InListExpr, IsNotNullExpr, IsNullExpr, LikeExpr,
+    Literal, NegativeExpr, NotExpr, TryCastExpr,
+};
+use datafusion::physical_expr::{PhysicalExpr, ScalarFunctionExpr};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
+use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::union::UnionExec;
-use datafusion::physical_plan::{ExecutionPlan, Partitioning};
+use datafusion::physical_plan::{
+    ChildrenPropertiesMode, ExecutionPlan, Partitioning, ReplaceChildrenOptions,
+};
 use datafusion::scalar::ScalarValue;
 use object_store::path::Path;
 
@@ -115,7 +126,25 @@ fn counted(aggregate: &AggregateExec) -> Result<Option<Arc<dyn ExecutionPlan>>> 
         return Ok(None);
     }
 
-    let input = transparent(aggregate.input());
+    // A filter between the aggregate and the scans is decided per file when it reads only
+    // partition columns; its projection maps the group columns to the scans' columns.
+    let mut input = transparent(aggregate.input());
+    let mut filter = None;
+    let mut group_columns = group_columns;
+    if let Some(exec) = input.downcast_ref::<FilterExec>() {
+        if exec.fetch().is_some() {
+            return Ok(None);
+        }
+        if let Some(projection) = exec.projection() {
+            group_columns = group_columns
+                .iter()
+                .map(|&i| projection.get(i).copied())
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| internal_datafusion_err!("group column outside the projection"))?;
+        }
+        filter = Some((Arc::clone(input), Arc::clone(exec.predicate())));
+        input = transparent(exec.input());
+    }
     let parts = match input.downcast_ref::<UnionExec>() {
         Some(union) => union.inputs().clone(),
         None => vec![Arc::clone(input)],
@@ -123,8 +152,9 @@ fn counted(aggregate: &AggregateExec) -> Result<Option<Arc<dyn ExecutionPlan>>> 
     let mut groups: HashMap<Vec<ScalarValue>, i64> = HashMap::new();
     let mut rest = Vec::new();
     let mut any_counted = false;
+    let predicate = filter.as_ref().map(|(_, predicate)| predicate);
     for part in parts {
-        match file_counts(&part, &group_columns) {
+        match file_counts(&part, &group_columns, predicate)? {
             Some(files) => {
                 any_counted = true;
                 for (key, rows) in files {
@@ -161,7 +191,11 @@ fn counted(aggregate: &AggregateExec) -> Result<Option<Arc<dyn ExecutionPlan>>> 
         None,
     )?];
     if !rest.is_empty() {
-        let input = UnionExec::try_new(rest)?;
+        let mut input = UnionExec::try_new(rest)?;
+        if let Some((exec, _)) = filter {
+            let recompute = ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute);
+            input = exec.replace_children(vec![input], recompute)?;
+        }
         inputs.push(Arc::new(AggregateExec::try_new(
             AggregateMode::Partial,
             aggregate.group_expr().clone(),
@@ -186,45 +220,161 @@ fn transparent(plan: &Arc<dyn ExecutionPlan>) -> &Arc<dyn ExecutionPlan> {
     }
 }
 
+/// The values of the group columns and their row count.
+type GroupCount = (Vec<ScalarValue>, i64);
+
 /// Row counts by the values of `group_columns` (indices into `plan`'s output), when `plan` is a
-/// scan of marked files that would yield every row of them and each group column is a
-/// partition column.
+/// scan of marked files with no limit, each group column is a partition column, and both
+/// `predicate` (a filter above the scan, on `plan`'s output) and the scan's own predicate can
+/// be decided per file (see [`on_partition_values`]): the files where they hold yield all their
+/// rows, the others none.
 fn file_counts(
     plan: &Arc<dyn ExecutionPlan>,
     group_columns: &[usize],
-) -> Option<Vec<(Vec<ScalarValue>, i64)>> {
-    let config = plan
-        .downcast_ref::<DataSourceExec>()?
-        .data_source()
-        .downcast_ref::<FileScanConfig>()?;
-    if config.limit.is_some() || config.file_source().filter().is_some() {
-        return None;
+    predicate: Option<&Arc<dyn PhysicalExpr>>,
+) -> Result<Option<Vec<GroupCount>>> {
+    let Some(config) = plan
+        .downcast_ref::<DataSourceExec>()
+        .and_then(|exec| exec.data_source().downcast_ref::<FileScanConfig>())
+    else {
+        return Ok(None);
+    };
+    if config.limit.is_some() {
+        return Ok(None);
     }
     let output = plan.schema();
     let partition_cols = config.table_partition_cols();
-    let positions = group_columns
+    let Some(positions) = group_columns
         .iter()
         .map(|&i| {
             let name = output.fields().get(i)?.name();
             partition_cols.iter().position(|f| f.name() == name)
         })
-        .collect::<Option<Vec<_>>>()?;
-    // A file split into byte ranges for parallelism appears once per range: count it once.
-    let mut files: HashMap<&Path, (Vec<ScalarValue>, i64)> = HashMap::new();
-    for file in config.file_groups.iter().flat_map(|group| group.iter()) {
-        if !file.extensions.contains::<ExactRowCount>() {
-            return None;
+        .collect::<Option<Vec<_>>>()
+    else {
+        return Ok(None);
+    };
+    let mut predicates = Vec::new();
+    for predicate in predicate
+        .cloned()
+        .into_iter()
+        .chain(config.file_source().filter())
+    {
+        match on_partition_values(&predicate, partition_cols) {
+            Some(predicate) => predicates.push(predicate),
+            None => return Ok(None),
         }
-        let Precision::Exact(rows) = file.statistics.as_ref()?.num_rows else {
-            return None;
-        };
+    }
+    // A file split into byte ranges for parallelism appears once per range: count it once.
+    let mut files: HashMap<&Path, &PartitionedFile> = HashMap::new();
+    for file in config.file_groups.iter().flat_map(|group| group.iter()) {
+        let exact = file
+            .statistics
+            .as_ref()
+            .is_some_and(|s| matches!(s.num_rows, Precision::Exact(_)));
+        if !exact
+            || !file.extensions.contains::<ExactRowCount>()
+            || file.partition_values.len() != partition_cols.len()
+        {
+            return Ok(None);
+        }
+        files.insert(&file.object_meta.location, file);
+    }
+    let files: Vec<&PartitionedFile> = files.into_values().collect();
+    let mut selected = vec![true; files.len()];
+    if !predicates.is_empty() && !files.is_empty() {
+        let columns = (0..partition_cols.len())
+            .map(|i| {
+                ScalarValue::iter_to_array(files.iter().map(|f| f.partition_values[i].clone()))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let values = RecordBatch::try_new(Arc::new(Schema::new(partition_cols.clone())), columns)?;
+        for predicate in predicates {
+            let verdicts = predicate.evaluate(&values)?.into_array(files.len())?;
+            let Some(verdicts) = verdicts.as_boolean_opt() else {
+                return Ok(None);
+            };
+            for (keep, verdict) in selected.iter_mut().zip(verdicts.iter()) {
+                *keep &= verdict == Some(true);
+            }
+        }
+    }
+    let mut counts = Vec::with_capacity(files.len());
+    for (file, keep) in files.iter().zip(selected) {
+        if !keep {
+            continue;
+        }
         let key = positions
             .iter()
-            .map(|&p| file.partition_values.get(p).cloned())
-            .collect::<Option<Vec<_>>>()?;
-        files.insert(&file.object_meta.location, (key, i64::try_from(rows).ok()?));
+            .map(|&p| file.partition_values[p].clone())
+            .collect();
+        let rows = file
+            .statistics
+            .as_ref()
+            .and_then(|s| s.num_rows.get_value().copied());
+        let Some(rows) = rows.and_then(|rows| i64::try_from(rows).ok()) else {
+            return Ok(None);
+        };
+        counts.push((key, rows));
     }
-    Some(files.into_values().collect())
+    Ok(Some(counts))
+}
+
+/// `predicate` reading a batch of only the partition columns (`partition_cols`' order), when
+/// its value for a row depends on nothing else: every column it reads is a partition column,
+/// and it is built only of deterministic expressions known here (a dynamic filter, a volatile
+/// function or anything unknown gives `None`).
+fn on_partition_values(
+    predicate: &Arc<dyn PhysicalExpr>,
+    partition_cols: &Fields,
+) -> Option<Arc<dyn PhysicalExpr>> {
+    let mut decidable = true;
+    predicate
+        .apply(|expr| {
+            let known = expr.downcast_ref::<Column>().is_some()
+                || expr.downcast_ref::<Literal>().is_some()
+                || expr.downcast_ref::<BinaryExpr>().is_some()
+                || expr.downcast_ref::<NotExpr>().is_some()
+                || expr.downcast_ref::<IsNullExpr>().is_some()
+                || expr.downcast_ref::<IsNotNullExpr>().is_some()
+                || expr.downcast_ref::<InListExpr>().is_some()
+                || expr.downcast_ref::<CastExpr>().is_some()
+                || expr.downcast_ref::<TryCastExpr>().is_some()
+                || expr.downcast_ref::<NegativeExpr>().is_some()
+                || expr.downcast_ref::<LikeExpr>().is_some()
+                || expr.downcast_ref::<CaseExpr>().is_some()
+                || expr
+                    .downcast_ref::<ScalarFunctionExpr>()
+                    .is_some_and(|f| !f.is_volatile_node());
+            let partition_column = expr
+                .downcast_ref::<Column>()
+                .is_none_or(|c| partition_cols.iter().any(|f| f.name() == c.name()));
+            if known && partition_column {
+                Ok(TreeNodeRecursion::Continue)
+            } else {
+                decidable = false;
+                Ok(TreeNodeRecursion::Stop)
+            }
+        })
+        .ok()?;
+    if !decidable {
+        return None;
+    }
+    Arc::clone(predicate)
+        .transform_up(|expr| {
+            let Some(column) = expr.downcast_ref::<Column>() else {
+                return Ok(Transformed::no(expr));
+            };
+            let index = partition_cols
+                .iter()
+                .position(|f| f.name() == column.name())
+                .ok_or_else(|| internal_datafusion_err!("not a partition column"))?;
+            Ok(Transformed::yes(
+                Arc::new(Column::new(column.name(), index)) as Arc<dyn PhysicalExpr>,
+            ))
+        })
+        .ok()
+        .map(|rewritten| rewritten.data)
 }
 
 /// `array` as `data_type` (partition values may be typed as plain values or dictionaries).
@@ -262,7 +412,7 @@ mod tests {
     }
 
     /// A session over `provider` as `events`: with the rule or without, with files split into
-    /// byte ranges or whole.
+    /// byte ranges and filters pushed into the scan, or neither.
     fn session(
         provider: Arc<dyn datafusion::catalog::TableProvider>,
         rule: bool,
@@ -276,6 +426,8 @@ mod tests {
         if split_files {
             config.options_mut().optimizer.repartition_file_min_size = 1;
         }
+        // With pushdown, filters reach the Parquet scan (as they do in the server).
+        config.options_mut().execution.parquet.pushdown_filters = split_files;
         let mut state = SessionStateBuilder::new()
             .with_config(config)
             .with_default_features();
@@ -325,6 +477,15 @@ mod tests {
             "SELECT event_date, count(*) FROM events GROUP BY event_date",
             "SELECT count(1) AS a, event_date, count(*) AS b FROM events GROUP BY event_date",
             "SELECT event_date, count(*) AS n FROM events GROUP BY event_date ORDER BY n DESC LIMIT 2",
+            // Filters decided per file by its partition values.
+            "SELECT event_date, count(*) FROM events WHERE event_date >= DATE '2024-04-02' GROUP BY event_date",
+            "SELECT count(*) FROM events WHERE event_date = DATE '2024-04-03'",
+            "SELECT count(*) FROM events WHERE event_date IN (DATE '2024-04-01', DATE '2024-04-03')",
+            "SELECT event_date, count(*) FROM events WHERE date_part('day', event_date) <> 2 GROUP BY event_date",
+            // NULL drops a file's rows as false does.
+            "SELECT event_date, count(*) FROM events \
+             WHERE CASE WHEN event_date = DATE '2024-04-01' THEN NULL ELSE true END GROUP BY event_date",
+            "SELECT event_date, count(*) FROM events WHERE event_date BETWEEN DATE '2024-03-01' AND DATE '2024-04-02' AND event_date IS NOT NULL GROUP BY event_date",
         ];
         let read_from_rows = [
             "SELECT count(*) FROM events WHERE source = 'web'",
@@ -335,6 +496,8 @@ mod tests {
             "SELECT event_date, count(*), max(received_at) FROM events GROUP BY event_date",
             "SELECT event_date, count(*) FILTER (WHERE type = 'page') FROM events GROUP BY event_date",
             "SELECT event_date, count(*) FROM (SELECT * FROM events LIMIT 20) GROUP BY event_date",
+            "SELECT event_date, count(*) FROM events WHERE event_date > DATE '2024-04-01' AND source = 'web' GROUP BY event_date",
+            "SELECT event_date, count(*) FROM events WHERE event_date > DATE '2024-04-01' OR random() < 0.0 GROUP BY event_date",
         ];
         for split_files in [false, true] {
             let with = session(Arc::clone(&provider), true, split_files);

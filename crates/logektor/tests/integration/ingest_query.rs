@@ -513,6 +513,17 @@ fn counts_by_day_come_from_the_file_index_and_match_a_full_scan() {
     };
     let counted = plan("SELECT event_date, count(*) FROM events GROUP BY event_date");
     assert!(!counted.contains("parquet"), "{counted}");
+    // A filter on the partition column is decided per file, and applied to the buffer.
+    let since = "SELECT event_date, count(*) AS n FROM events \
+                 WHERE event_date >= DATE '2024-05-02' GROUP BY event_date ORDER BY event_date";
+    let counted = plan(since);
+    assert!(!counted.contains("parquet"), "{counted}");
+    let since_rows: Vec<i64> = server
+        .sql(since)
+        .iter()
+        .map(|row| row["n"].as_i64().unwrap())
+        .collect();
+    assert_eq!(since_rows, vec![300, 400, 100]);
     let filtered = "SELECT event_date, count(*) AS n FROM events \
                     WHERE message_id LIKE 'f-%' GROUP BY event_date ORDER BY event_date";
     assert!(plan(filtered).contains("parquet"));

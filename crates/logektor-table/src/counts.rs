@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, AsArray, Int64Array};
 use arrow::compute::cast;
-use arrow::datatypes::{DataType, Fields, Schema};
+use arrow::datatypes::{DataType, Fields, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use datafusion::common::internal_datafusion_err;
 use datafusion::common::stats::Precision;
@@ -154,7 +154,7 @@ fn counted(aggregate: &AggregateExec) -> Result<Option<Arc<dyn ExecutionPlan>>> 
     let mut any_counted = false;
     let predicate = filter.as_ref().map(|(_, predicate)| predicate);
     for part in parts {
-        match file_counts(&part, &group_columns, predicate)? {
+        match file_counts(&part, &group_columns, predicate) {
             Some(files) => {
                 any_counted = true;
                 for (key, rows) in files {
@@ -168,23 +168,11 @@ fn counted(aggregate: &AggregateExec) -> Result<Option<Arc<dyn ExecutionPlan>>> 
         return Ok(None);
     }
 
-    // The partial states: group values, then the same count in every aggregate's column.
-    let (keys, rows): (Vec<_>, Vec<_>) = groups.into_iter().unzip();
-    let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
-    for (i, field) in schema.fields().iter().take(group_columns.len()).enumerate() {
-        let values = keys.iter().map(|key: &Vec<ScalarValue>| key[i].clone());
-        let array = if keys.is_empty() {
-            arrow::array::new_empty_array(field.data_type())
-        } else {
-            ScalarValue::iter_to_array(values)?
-        };
-        columns.push(conformed(array, field.data_type())?);
-    }
-    let counts: ArrayRef = Arc::new(Int64Array::from(rows));
-    for field in schema.fields().iter().skip(group_columns.len()) {
-        columns.push(conformed(Arc::clone(&counts), field.data_type())?);
-    }
-    let batch = RecordBatch::try_new(Arc::clone(&schema), columns)?;
+    // Values that do not fit the aggregate's schema (a NULL partition value where the column
+    // is not nullable, a type that does not cast) leave the plan to read the rows.
+    let Ok(batch) = partial_states(&schema, groups, group_columns.len()) else {
+        return Ok(None);
+    };
     let mut inputs: Vec<Arc<dyn ExecutionPlan>> = vec![MemorySourceConfig::try_new_exec(
         &[vec![batch]],
         Arc::clone(&schema),
@@ -206,6 +194,30 @@ fn counted(aggregate: &AggregateExec) -> Result<Option<Arc<dyn ExecutionPlan>>> 
         )?));
     }
     Ok(Some(UnionExec::try_new(inputs)?))
+}
+
+/// The partial aggregate's output for `groups`: the group values, then the same count in
+/// every aggregate's state column.
+fn partial_states(
+    schema: &SchemaRef,
+    groups: HashMap<Vec<ScalarValue>, i64>,
+    group_columns: usize,
+) -> Result<RecordBatch> {
+    let (keys, rows): (Vec<_>, Vec<_>) = groups.into_iter().unzip();
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+    for (i, field) in schema.fields().iter().take(group_columns).enumerate() {
+        let array = if keys.is_empty() {
+            arrow::array::new_empty_array(field.data_type())
+        } else {
+            ScalarValue::iter_to_array(keys.iter().map(|key: &Vec<ScalarValue>| key[i].clone()))?
+        };
+        columns.push(conformed(array, field.data_type())?);
+    }
+    let counts: ArrayRef = Arc::new(Int64Array::from(rows));
+    for field in schema.fields().iter().skip(group_columns) {
+        columns.push(conformed(Arc::clone(&counts), field.data_type())?);
+    }
+    Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
 }
 
 /// Below nodes that pass every row through unchanged (a round-robin repartition).
@@ -232,28 +244,23 @@ fn file_counts(
     plan: &Arc<dyn ExecutionPlan>,
     group_columns: &[usize],
     predicate: Option<&Arc<dyn PhysicalExpr>>,
-) -> Result<Option<Vec<GroupCount>>> {
-    let Some(config) = plan
-        .downcast_ref::<DataSourceExec>()
-        .and_then(|exec| exec.data_source().downcast_ref::<FileScanConfig>())
-    else {
-        return Ok(None);
-    };
+) -> Option<Vec<GroupCount>> {
+    let config = plan
+        .downcast_ref::<DataSourceExec>()?
+        .data_source()
+        .downcast_ref::<FileScanConfig>()?;
     if config.limit.is_some() {
-        return Ok(None);
+        return None;
     }
     let output = plan.schema();
     let partition_cols = config.table_partition_cols();
-    let Some(positions) = group_columns
+    let positions = group_columns
         .iter()
         .map(|&i| {
             let name = output.fields().get(i)?.name();
             partition_cols.iter().position(|f| f.name() == name)
         })
-        .collect::<Option<Vec<_>>>()
-    else {
-        return Ok(None);
-    };
+        .collect::<Option<Vec<_>>>()?;
     let mut predicates = Vec::new();
     for predicate in predicate
         .cloned()
@@ -262,7 +269,7 @@ fn file_counts(
     {
         match on_partition_values(&predicate, partition_cols) {
             Some(predicate) => predicates.push(predicate),
-            None => return Ok(None),
+            None => return None,
         }
     }
     // A file split into byte ranges for parallelism appears once per range: count it once.
@@ -276,29 +283,16 @@ fn file_counts(
             || !file.extensions.contains::<ExactRowCount>()
             || file.partition_values.len() != partition_cols.len()
         {
-            return Ok(None);
+            return None;
         }
         files.insert(&file.object_meta.location, file);
     }
     let files: Vec<&PartitionedFile> = files.into_values().collect();
-    let mut selected = vec![true; files.len()];
-    if !predicates.is_empty() && !files.is_empty() {
-        let columns = (0..partition_cols.len())
-            .map(|i| {
-                ScalarValue::iter_to_array(files.iter().map(|f| f.partition_values[i].clone()))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let values = RecordBatch::try_new(Arc::new(Schema::new(partition_cols.clone())), columns)?;
-        for predicate in predicates {
-            let verdicts = predicate.evaluate(&values)?.into_array(files.len())?;
-            let Some(verdicts) = verdicts.as_boolean_opt() else {
-                return Ok(None);
-            };
-            for (keep, verdict) in selected.iter_mut().zip(verdicts.iter()) {
-                *keep &= verdict == Some(true);
-            }
-        }
-    }
+    // A predicate that fails on a partition value leaves the plan to read the rows (and fail
+    // there, if it must).
+    let Ok(Some(selected)) = passing(&files, partition_cols, &predicates) else {
+        return None;
+    };
     let mut counts = Vec::with_capacity(files.len());
     for (file, keep) in files.iter().zip(selected) {
         if !keep {
@@ -312,12 +306,37 @@ fn file_counts(
             .statistics
             .as_ref()
             .and_then(|s| s.num_rows.get_value().copied());
-        let Some(rows) = rows.and_then(|rows| i64::try_from(rows).ok()) else {
-            return Ok(None);
-        };
+        let rows = rows.and_then(|rows| i64::try_from(rows).ok())?;
         counts.push((key, rows));
     }
-    Ok(Some(counts))
+    Some(counts)
+}
+
+/// Per file, whether every predicate is true for its partition values (`None`: a predicate
+/// gave no booleans).
+fn passing(
+    files: &[&PartitionedFile],
+    partition_cols: &Fields,
+    predicates: &[Arc<dyn PhysicalExpr>],
+) -> Result<Option<Vec<bool>>> {
+    let mut selected = vec![true; files.len()];
+    if predicates.is_empty() || files.is_empty() {
+        return Ok(Some(selected));
+    }
+    let columns = (0..partition_cols.len())
+        .map(|i| ScalarValue::iter_to_array(files.iter().map(|f| f.partition_values[i].clone())))
+        .collect::<Result<Vec<_>>>()?;
+    let values = RecordBatch::try_new(Arc::new(Schema::new(partition_cols.clone())), columns)?;
+    for predicate in predicates {
+        let verdicts = predicate.evaluate(&values)?.into_array(files.len())?;
+        let Some(verdicts) = verdicts.as_boolean_opt() else {
+            return Ok(None);
+        };
+        for (keep, verdict) in selected.iter_mut().zip(verdicts.iter()) {
+            *keep &= verdict == Some(true);
+        }
+    }
+    Ok(Some(selected))
 }
 
 /// `predicate` reading a batch of only the partition columns (`partition_cols`' order), when

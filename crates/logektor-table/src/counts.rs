@@ -136,11 +136,14 @@ fn counted(aggregate: &AggregateExec) -> Result<Option<Arc<dyn ExecutionPlan>>> 
             return Ok(None);
         }
         if let Some(projection) = exec.projection() {
-            group_columns = group_columns
+            let Some(columns) = group_columns
                 .iter()
                 .map(|&i| projection.get(i).copied())
                 .collect::<Option<Vec<_>>>()
-                .ok_or_else(|| internal_datafusion_err!("group column outside the projection"))?;
+            else {
+                return Ok(None);
+            };
+            group_columns = columns;
         }
         filter = Some((Arc::clone(input), Arc::clone(exec.predicate())));
         input = transparent(exec.input());
@@ -408,6 +411,7 @@ fn conformed(array: ArrayRef, data_type: &DataType) -> Result<ArrayRef> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::sorted_lines;
     use crate::{EventTable, TableLocation};
     use datafusion::execution::session_state::SessionStateBuilder;
     use datafusion::physical_plan::displayable;
@@ -463,14 +467,7 @@ mod tests {
         let plan = frame.clone().create_physical_plan().await.unwrap();
         let plan = displayable(plan.as_ref()).indent(true).to_string();
         let batches = frame.collect().await.unwrap();
-        let mut lines: Vec<String> = arrow::util::pretty::pretty_format_batches(&batches)
-            .unwrap()
-            .to_string()
-            .lines()
-            .map(str::to_owned)
-            .collect();
-        lines.sort();
-        (lines.join("\n"), plan)
+        (sorted_lines(&batches).join("\n"), plan)
     }
 
     #[tokio::test]

@@ -23,6 +23,8 @@ mod layout;
 pub mod maintenance;
 mod scan;
 mod table;
+#[cfg(test)]
+mod testing;
 
 pub use counts::CountFromFileIndex;
 pub use layout::{

@@ -508,6 +508,7 @@ fn file_groups(files: &[Arc<IndexedFile>], partitions: usize) -> Vec<FileGroup> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::sorted_lines;
     use crate::{EventTable, TableLocation};
     use arrow::record_batch::RecordBatch;
     use datafusion::prelude::SessionContext;
@@ -544,12 +545,7 @@ mod tests {
 
     async fn answer(ctx: &SessionContext, sql: &str) -> Vec<String> {
         let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
-        let text = arrow::util::pretty::pretty_format_batches(&batches)
-            .unwrap()
-            .to_string();
-        let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
-        lines.sort();
-        lines
+        sorted_lines(&batches)
     }
 
     #[tokio::test]

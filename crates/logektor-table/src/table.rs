@@ -434,6 +434,7 @@ impl TableSnapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::sorted_lines;
     use datafusion::prelude::SessionContext;
     use logektor_event::{Endpoint, RequestMeta, decode, to_record_batch};
 
@@ -513,17 +514,7 @@ mod tests {
                     "{name} with chunks of {chunk_rows}"
                 );
             }
-            let rows = |batch: &RecordBatch| {
-                let mut lines: Vec<String> =
-                    arrow::util::pretty::pretty_format_batches(std::slice::from_ref(batch))
-                        .unwrap()
-                        .to_string()
-                        .lines()
-                        .map(str::to_owned)
-                        .collect();
-                lines.sort();
-                lines
-            };
+            let rows = |batch: &RecordBatch| sorted_lines(std::slice::from_ref(batch));
             assert_eq!(rows(&joined), rows(&all));
         }
         let nothing = [empty()];

@@ -518,21 +518,18 @@ fn counts_by_day_come_from_the_file_index_and_match_a_full_scan() {
                  WHERE event_date >= DATE '2024-05-02' GROUP BY event_date ORDER BY event_date";
     let counted = plan(since);
     assert!(!counted.contains("parquet"), "{counted}");
-    let since_rows: Vec<i64> = server
-        .sql(since)
-        .iter()
-        .map(|row| row["n"].as_i64().unwrap())
-        .collect();
-    assert_eq!(since_rows, vec![300, 400, 100]);
+    let counts = |sql: &str| -> Vec<i64> {
+        server
+            .sql(sql)
+            .iter()
+            .map(|row| row["n"].as_i64().unwrap())
+            .collect()
+    };
+    assert_eq!(counts(since), vec![300, 400, 100]);
     let filtered = "SELECT event_date, count(*) AS n FROM events \
                     WHERE message_id LIKE 'f-%' GROUP BY event_date ORDER BY event_date";
     assert!(plan(filtered).contains("parquet"));
-    let filtered_rows: Vec<i64> = server
-        .sql(filtered)
-        .iter()
-        .map(|row| row["n"].as_i64().unwrap())
-        .collect();
-    assert_eq!(filtered_rows, vec![300, 300, 300]);
+    assert_eq!(counts(filtered), vec![300, 300, 300]);
     assert_eq!(server.count("SELECT count(*) AS n FROM events"), 1100);
     server.stop();
 }

@@ -18,6 +18,7 @@ use logektor_table::{CountFromFileIndex, TableSnapshot};
 use tokio::time::Instant;
 
 use crate::error::{QueryError, Result};
+use crate::json_filter::JsonEqualsFilter;
 use crate::provider::{EventsProvider, Scope};
 use datafusion::logical_expr::LogicalPlan;
 
@@ -158,6 +159,8 @@ impl QueryEngine {
             .with_default_features()
             // count(*) grouped by partition columns from the file index's row counts.
             .with_physical_optimizer_rule(Arc::new(CountFromFileIndex))
+            // json_as_text(doc, key) = 'value' parses only documents that contain the value.
+            .with_analyzer_rule(Arc::new(JsonEqualsFilter))
             .build();
         let mut ctx = SessionContext::new_with_state(state);
         // json_get_str(properties, 'plan'), properties->>'plan', … over the JSON text columns.

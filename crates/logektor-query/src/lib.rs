@@ -13,6 +13,8 @@
 //!   every reference).
 //! - [`functions`] replaces DataFusion functions where ours give the same answers faster
 //!   (`date_trunc` in UTC).
+//! - [`json_filter`] answers `json_as_text(doc, key) = 'value'` in filters with a substring
+//!   search first and the JSON parser only on the documents that can match.
 //! - [`format`] encodes result batches as JSON, NDJSON, CSV, Arrow IPC or Parquet, one chunk per
 //!   batch so large results stream.
 //!
@@ -25,6 +27,7 @@ pub mod format;
 pub mod functions;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod json_filter;
 pub mod provider;
 pub mod reports;
 pub mod request;

@@ -533,3 +533,44 @@ fn counts_by_day_come_from_the_file_index_and_match_a_full_scan() {
     assert_eq!(server.count("SELECT count(*) AS n FROM events"), 1100);
     server.stop();
 }
+
+#[test]
+fn json_property_equality_filters_find_escaped_values_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), &["--flush-interval", "1h"]);
+    // The second spells `sku-7` with an escape, as a client's JSON encoder may.
+    let body = r#"{"batch":[
+        {"type":"track","event":"Bought","anonymousId":"a","messageId":"j-1","properties":{"product_id":"sku-7"}},
+        {"type":"track","event":"Bought","anonymousId":"a","messageId":"j-2","properties":{"product_id":"sku\u002d7"}},
+        {"type":"track","event":"Bought","anonymousId":"a","messageId":"j-3","properties":{"product_id":"sku-70"}},
+        {"type":"track","event":"Bought","anonymousId":"a","messageId":"j-4","properties":{"other":"sku-7"}}
+    ]}"#;
+    let (status, answer) = server.post("/v1/batch", &serde_json::from_str(body).unwrap());
+    assert_eq!(status, 200, "{answer}");
+    let sql = "SELECT message_id FROM events \
+               WHERE json_as_text(properties, 'product_id') = 'sku-7' ORDER BY message_id";
+    let plan = server.sql(&format!("EXPLAIN {sql}"));
+    assert!(
+        plan.iter().any(|row| row["plan"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("json_as_text_equals")),
+        "{plan:?}"
+    );
+    let ids: Vec<Value> = server
+        .sql(sql)
+        .iter()
+        .map(|row| row["message_id"].clone())
+        .collect();
+    assert_eq!(ids, vec![json!("j-1"), json!("j-2")]);
+    // Flushed, the same answer from Parquet.
+    server.stop();
+    let server = TestServer::start(dir.path(), &["--flush-interval", "1h"]);
+    let ids: Vec<Value> = server
+        .sql(sql)
+        .iter()
+        .map(|row| row["message_id"].clone())
+        .collect();
+    assert_eq!(ids, vec![json!("j-1"), json!("j-2")]);
+    server.stop();
+}

@@ -247,6 +247,7 @@ impl JsonEquals {
         let Some(candidates) = candidates else {
             return Ok(ColumnarValue::Array(Arc::new(equal)));
         };
+        // One answer per candidate, in order: `&&` draws the next only for a candidate.
         let mut answers = equal.iter();
         let spread: BooleanArray = candidates
             .iter()

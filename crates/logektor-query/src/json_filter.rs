@@ -222,7 +222,16 @@ impl JsonEquals {
         value: &str,
         candidates: Option<&BooleanArray>,
     ) -> Result<ColumnarValue> {
-        let arg_fields = arg_fields[..values.len()].to_vec();
+        // The value's field is dropped with the value; a caller that passed no fields gets
+        // them from the arguments.
+        let arg_fields = match arg_fields.get(..values.len()) {
+            Some(fields) => fields.to_vec(),
+            None => values
+                .iter()
+                .enumerate()
+                .map(|(i, v)| Arc::new(Field::new(format!("arg_{i}"), v.data_type(), true)))
+                .collect(),
+        };
         let return_field = self.function.return_field_from_args(ReturnFieldArgs {
             arg_fields: &arg_fields,
             scalar_arguments: &values

@@ -42,9 +42,9 @@ use datafusion::scalar::ScalarValue;
 use deltalake::DeltaTable;
 use object_store::path::Path;
 use tracing::debug;
+use url::Url;
 
 use crate::counts::ExactRowCount;
-use url::Url;
 
 /// One data file of a table version, as the scan needs it.
 #[derive(Debug)]
@@ -469,11 +469,6 @@ impl TableProvider for DeltaFiles {
     }
 }
 
-/// Whether `statistics` hold an exact row count.
-fn exact_rows(statistics: &Statistics) -> bool {
-    matches!(statistics.num_rows, Precision::Exact(_))
-}
-
 /// Spreads files over `partitions` groups of about equal bytes (largest first, each to the
 /// lightest group).
 fn file_groups(files: &[Arc<IndexedFile>], partitions: usize) -> Vec<FileGroup> {
@@ -492,7 +487,7 @@ fn file_groups(files: &[Arc<IndexedFile>], partitions: usize) -> Vec<FileGroup> 
         part.partition_values = file.partition_values.clone();
         // Plain Parquet (the index refuses tables with reader features): a scan yields exactly
         // `numRecords` rows, so counts may come from the index (see crate::counts).
-        if exact_rows(&file.statistics) {
+        if matches!(file.statistics.num_rows, Precision::Exact(_)) {
             part.extensions.insert(ExactRowCount);
         }
         lightest

@@ -557,20 +557,17 @@ fn json_property_equality_filters_find_escaped_values_too() {
             .contains("json_as_text_equals")),
         "{plan:?}"
     );
-    let ids: Vec<Value> = server
-        .sql(sql)
-        .iter()
-        .map(|row| row["message_id"].clone())
-        .collect();
-    assert_eq!(ids, vec![json!("j-1"), json!("j-2")]);
+    let ids = |server: &TestServer| -> Vec<Value> {
+        server
+            .sql(sql)
+            .iter()
+            .map(|row| row["message_id"].clone())
+            .collect()
+    };
+    assert_eq!(ids(&server), vec![json!("j-1"), json!("j-2")]);
     // Flushed, the same answer from Parquet.
     server.stop();
     let server = TestServer::start(dir.path(), &["--flush-interval", "1h"]);
-    let ids: Vec<Value> = server
-        .sql(sql)
-        .iter()
-        .map(|row| row["message_id"].clone())
-        .collect();
-    assert_eq!(ids, vec![json!("j-1"), json!("j-2")]);
+    assert_eq!(ids(&server), vec![json!("j-1"), json!("j-2")]);
     server.stop();
 }

@@ -19,6 +19,7 @@ use tokio::time::Instant;
 
 use crate::error::{QueryError, Result};
 use crate::json_filter::JsonEqualsFilter;
+use crate::like_memo::MemoizedLike;
 use crate::provider::{EventsProvider, Scope};
 use datafusion::logical_expr::LogicalPlan;
 
@@ -161,6 +162,8 @@ impl QueryEngine {
             .with_physical_optimizer_rule(Arc::new(CountFromFileIndex))
             // json_as_text(doc, key) = 'value' parses only documents that contain the value.
             .with_analyzer_rule(Arc::new(JsonEqualsFilter))
+            // url LIKE '%…%' matches each distinct value of a batch once.
+            .with_analyzer_rule(Arc::new(MemoizedLike))
             .build();
         let mut ctx = SessionContext::new_with_state(state);
         // json_get_str(properties, 'plan'), properties->>'plan', … over the JSON text columns.

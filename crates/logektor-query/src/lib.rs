@@ -15,6 +15,8 @@
 //!   (`date_trunc` in UTC).
 //! - [`json_filter`] answers `json_as_text(doc, key) = 'value'` in filters with a substring
 //!   search first and the JSON parser only on the documents that can match.
+//! - [`like_memo`] matches `LIKE '%…%'` in filters once per distinct value of a batch (equal
+//!   dictionary-decoded strings share one view).
 //! - [`format`] encodes result batches as JSON, NDJSON, CSV, Arrow IPC or Parquet, one chunk per
 //!   batch so large results stream.
 //!
@@ -28,6 +30,7 @@ pub mod functions;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod json_filter;
+pub mod like_memo;
 pub mod provider;
 pub mod reports;
 pub mod request;

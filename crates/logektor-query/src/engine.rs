@@ -21,6 +21,7 @@ use crate::error::{QueryError, Result};
 use crate::json_filter::JsonEqualsFilter;
 use crate::like_memo::MemoizedLike;
 use crate::provider::{EventsProvider, Scope};
+use crate::run_count::RunCount;
 use datafusion::logical_expr::LogicalPlan;
 
 /// A consistent view: a table snapshot and the buffered batches that snapshot does not hold.
@@ -160,6 +161,8 @@ impl QueryEngine {
             .with_default_features()
             // count(*) grouped by partition columns from the file index's row counts.
             .with_physical_optimizer_rule(Arc::new(CountFromFileIndex))
+            // count(*) grouped by columns that arrive in runs (the sort order): a row per run.
+            .with_physical_optimizer_rule(Arc::new(RunCount))
             // json_as_text(doc, key) = 'value' parses only documents that contain the value.
             .with_analyzer_rule(Arc::new(JsonEqualsFilter))
             // url LIKE '%…%' matches each distinct value of a batch once.

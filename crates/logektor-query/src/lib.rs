@@ -17,6 +17,8 @@
 //!   search first and the JSON parser only on the documents that can match.
 //! - [`like_memo`] matches `LIKE '%…%'` in filters once per distinct value of a batch (equal
 //!   dictionary-decoded strings share one view).
+//! - [`run_count`] answers a partial `count(*) … GROUP BY` with one row per run of equal keys
+//!   where the table's sort order leaves them in runs.
 //! - [`format`] encodes result batches as JSON, NDJSON, CSV, Arrow IPC or Parquet, one chunk per
 //!   batch so large results stream.
 //!
@@ -34,6 +36,7 @@ pub mod like_memo;
 pub mod provider;
 pub mod reports;
 pub mod request;
+pub mod run_count;
 mod shared;
 
 pub use engine::{

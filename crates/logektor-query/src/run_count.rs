@@ -1,0 +1,587 @@
+//! `count(*) … GROUP BY` over sorted runs: one partial row per run of equal keys, not a hash
+//! lookup per row.
+//!
+//! The table is sorted by day, then source, type and event name, then time (see
+//! `logektor-table`'s layout), so columns that follow the event name arrive in long runs of
+//! equal values: 350,000 page views of a day hold 28,500 runs of the same `page_path`. A
+//! `SELECT page_path, count(*) … GROUP BY page_path` nevertheless hashes every row in its
+//! partial aggregate (145 ms of CPU over ten million events, the query's largest cost).
+//!
+//! [`RunCount`], a physical optimizer rule, replaces a `Partial` aggregate whose aggregates are
+//! all `count(<non-null literal>)` (how `count(*)` is planned), grouped by expressions of types
+//! whose equality is exact (strings, integers, dates, timestamps, booleans), with
+//! [`RunCountExec`]. Per batch, that finds where any group value changes from one row to the
+//! next (arrow's `partition` kernel) and emits one row per run: the run's group values and its
+//! length as the count. A partial aggregate may emit a group more than once; the final
+//! aggregate adds its states up either way. Where the first batch of a partition has more than
+//! one run per [`MIN_RUN_ROWS`] rows, the keys do not follow the sort order, and the partition
+//! runs the original hash aggregate instead (over that batch and the rest of its input).
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use arrow::array::{Array, AsArray, StringViewArray};
+use arrow::array::{ArrayRef, Int64Array, UInt32Array};
+use arrow::buffer::BooleanBuffer;
+use arrow::compute::kernels::cmp::distinct;
+use arrow::compute::{cast, take};
+use arrow::datatypes::{DataType, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode, TreeNodeRecursion};
+use datafusion::common::{Result, internal_err};
+use datafusion::config::ConfigOptions;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::expressions::Literal;
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, InputOrderMode,
+    Partitioning, PlanProperties, ReplaceChildrenOptions,
+};
+use futures::{StreamExt, TryStreamExt};
+
+/// A partition whose first batch averages shorter runs than this goes to the hash aggregate.
+pub const MIN_RUN_ROWS: usize = 4;
+
+/// The physical optimizer rule described in the [module docs](self).
+#[derive(Debug, Default)]
+pub struct RunCount;
+
+impl PhysicalOptimizerRule for RunCount {
+    fn optimize(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        _config: &ConfigOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        plan.transform_up(|node| {
+            let Some(aggregate) = node.downcast_ref::<AggregateExec>() else {
+                return Ok(Transformed::no(node));
+            };
+            if !counts_by_runs(aggregate) {
+                return Ok(Transformed::no(node));
+            }
+            let aggregate = Arc::new(aggregate.clone());
+            Ok(Transformed::yes(Arc::new(RunCountExec::new(aggregate))))
+        })
+        .data()
+    }
+
+    fn name(&self) -> &str {
+        "run_count"
+    }
+
+    fn schema_check(&self) -> bool {
+        true
+    }
+}
+
+/// Whether `aggregate` is a partial `count(*)` the runs of its keys can answer.
+fn counts_by_runs(aggregate: &AggregateExec) -> bool {
+    let group_by = aggregate.group_expr();
+    let input = aggregate.input().schema();
+    let exact_keys = group_by.expr().iter().all(|(expr, _)| {
+        expr.data_type(&input)
+            .is_ok_and(|data_type| exact_equality(&data_type))
+    });
+    let counts_only = aggregate.aggr_expr().iter().all(|expr| {
+        expr.fun().name() == "count"
+            && !expr.is_distinct()
+            && expr.order_bys().is_empty()
+            && matches!(expr.expressions().as_slice(), [arg]
+                if arg.downcast_ref::<Literal>().is_some_and(|l| !l.value().is_null()))
+    });
+    matches!(aggregate.mode(), AggregateMode::Partial)
+        && matches!(aggregate.input_order_mode(), InputOrderMode::Linear)
+        && !group_by.has_grouping_set()
+        && !group_by.expr().is_empty()
+        && exact_keys
+        && aggregate.limit_options().is_none()
+        && aggregate.filter_expr().iter().all(Option::is_none)
+        && !aggregate.aggr_expr().is_empty()
+        && counts_only
+        // The group columns, then one state (the count) per aggregate.
+        && aggregate.schema().fields().len() == group_by.expr().len() + aggregate.aggr_expr().len()
+}
+
+/// Types whose values are equal exactly when the hash aggregate groups them together (not
+/// floats: `-0.0` and `0.0`, NaNs).
+fn exact_equality(data_type: &DataType) -> bool {
+    matches!(
+        data_type,
+        DataType::Utf8
+            | DataType::Utf8View
+            | DataType::LargeUtf8
+            | DataType::Boolean
+            | DataType::Int8
+            | DataType::Int16
+            | DataType::Int32
+            | DataType::Int64
+            | DataType::UInt8
+            | DataType::UInt16
+            | DataType::UInt32
+            | DataType::UInt64
+            | DataType::Date32
+            | DataType::Date64
+            | DataType::Timestamp(..)
+    )
+}
+
+/// The partial aggregate of a [`RunCount`] plan: one row per run of equal group values.
+#[derive(Debug)]
+pub struct RunCountExec {
+    /// The partial aggregate this answers for: its input, group expressions and schema, and
+    /// what a partition of unsorted keys runs instead.
+    aggregate: Arc<AggregateExec>,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+impl RunCountExec {
+    fn new(aggregate: Arc<AggregateExec>) -> Self {
+        Self {
+            aggregate,
+            metrics: ExecutionPlanMetricsSet::new(),
+        }
+    }
+}
+
+impl DisplayAs for RunCountExec {
+    fn fmt_as(&self, _: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let groups: Vec<_> = self
+            .aggregate
+            .group_expr()
+            .expr()
+            .iter()
+            .map(|(_, name)| name.as_str())
+            .collect();
+        write!(f, "RunCountExec: gby=[{}]", groups.join(", "))
+    }
+}
+
+impl ExecutionPlan for RunCountExec {
+    fn name(&self) -> &str {
+        "RunCountExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        self.aggregate.properties()
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![self.aggregate.input()]
+    }
+
+    fn apply_expressions(
+        &self,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        self.aggregate.apply_expressions(f)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let aggregate = Arc::clone(&self.aggregate).replace_children(children, recompute())?;
+        match aggregate.downcast_ref::<AggregateExec>() {
+            Some(aggregate) => Ok(Arc::new(RunCountExec::new(Arc::new(aggregate.clone())))),
+            None => internal_err!("an aggregate's new children made it something else"),
+        }
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let mut input = self
+            .aggregate
+            .input()
+            .execute(partition, Arc::clone(&context))?;
+        let aggregate = Arc::clone(&self.aggregate);
+        let schema = aggregate.schema();
+        let metrics = BaselineMetrics::new(&self.metrics, partition);
+        let output = futures::stream::once(async move {
+            let mut first = None;
+            while let Some(batch) = input.next().await {
+                let batch = batch?;
+                if batch.num_rows() > 0 {
+                    first = Some(batch);
+                    break;
+                }
+            }
+            let schema = aggregate.schema();
+            let Some(first) = first else {
+                let none = futures::stream::empty();
+                return Ok(Box::pin(RecordBatchStreamAdapter::new(schema, none))
+                    as SendableRecordBatchStream);
+            };
+            let keys = group_values(&aggregate, &first)?;
+            let runs = runs_of(&keys)?;
+            if runs.len() * MIN_RUN_ROWS > first.num_rows() {
+                // Keys that do not follow the sort order: the hash aggregate, over what was read.
+                let replay = Replay::new(
+                    input.schema(),
+                    futures::stream::once(async { Ok(first) }).chain(input),
+                );
+                let hashed =
+                    Arc::clone(&aggregate).replace_children(vec![Arc::new(replay)], recompute())?;
+                return hashed.execute(0, context);
+            }
+            let head = counted(&aggregate, &keys, &runs)?;
+            metrics.record_output(head.num_rows());
+            let rest = input.map(move |batch| {
+                let batch = batch?;
+                let _timer = metrics.elapsed_compute().timer();
+                let keys = group_values(&aggregate, &batch)?;
+                let counts = counted(&aggregate, &keys, &runs_of(&keys)?)?;
+                metrics.record_output(counts.num_rows());
+                Ok(counts)
+            });
+            let batches = futures::stream::once(async { Ok(head) }).chain(rest);
+            Ok(Box::pin(RecordBatchStreamAdapter::new(schema, batches))
+                as SendableRecordBatchStream)
+        })
+        .try_flatten();
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, output)))
+    }
+}
+
+fn recompute() -> ReplaceChildrenOptions {
+    ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute)
+}
+
+/// The values of `aggregate`'s group expressions over `batch`.
+fn group_values(aggregate: &AggregateExec, batch: &RecordBatch) -> Result<Vec<ArrayRef>> {
+    aggregate
+        .group_expr()
+        .expr()
+        .iter()
+        .map(|(expr, _)| expr.evaluate(batch)?.into_array(batch.num_rows()))
+        .collect()
+}
+
+/// The runs of equal values across `keys` (NULLs equal to each other), in order.
+fn runs_of(keys: &[ArrayRef]) -> Result<Vec<std::ops::Range<usize>>> {
+    let rows = keys.first().map_or(0, |k| k.len());
+    if rows == 0 {
+        return Ok(vec![]);
+    }
+    // Bit i: row i + 1 starts a new run.
+    let mut changes = BooleanBuffer::new_unset(rows - 1);
+    for key in keys {
+        let changed = match key.data_type() {
+            DataType::Utf8View => view_changes(key.as_string_view()),
+            _ => {
+                let (before, after) = (key.slice(0, rows - 1), key.slice(1, rows - 1));
+                distinct(&before, &after)?.values().clone()
+            }
+        };
+        changes = &changes | &changed;
+    }
+    let mut runs = Vec::new();
+    let mut start = 0;
+    for change in changes.set_indices() {
+        runs.push(start..change + 1);
+        start = change + 1;
+    }
+    runs.push(start..rows);
+    Ok(runs)
+}
+
+/// Where a string differs from the one before it. Equal views are equal strings without a
+/// look at the bytes: a dictionary-decoded column repeats the view of its dictionary entry.
+fn view_changes(strings: &StringViewArray) -> BooleanBuffer {
+    let views = strings.views();
+    let nulls = strings.nulls();
+    BooleanBuffer::collect_bool(views.len() - 1, |i| {
+        if let Some(nulls) = nulls {
+            let (before, after) = (nulls.is_valid(i), nulls.is_valid(i + 1));
+            if !(before && after) {
+                return before != after;
+            }
+        }
+        let (before, after) = (views[i], views[i + 1]);
+        if before == after {
+            return false;
+        }
+        // The length and the first four bytes, then the bytes.
+        before as u64 != after as u64 || strings.value(i) != strings.value(i + 1)
+    })
+}
+
+/// One partial row per run: the run's group values and its length, once per aggregate.
+fn counted(
+    aggregate: &AggregateExec,
+    keys: &[ArrayRef],
+    runs: &[std::ops::Range<usize>],
+) -> Result<RecordBatch> {
+    let schema = aggregate.schema();
+    let starts = UInt32Array::from_iter_values(runs.iter().map(|run| run.start as u32));
+    let lengths: ArrayRef = Arc::new(Int64Array::from_iter_values(
+        runs.iter().map(|run| run.len() as i64),
+    ));
+    let mut columns = Vec::with_capacity(schema.fields().len());
+    for (values, field) in keys.iter().zip(schema.fields()) {
+        let values = take(values.as_ref(), &starts, None)?;
+        columns.push(if values.data_type() == field.data_type() {
+            values
+        } else {
+            cast(&values, field.data_type())?
+        });
+    }
+    for field in schema.fields().iter().skip(keys.len()) {
+        columns.push(cast(&lengths, field.data_type())?);
+    }
+    Ok(RecordBatch::try_new(schema, columns)?)
+}
+
+/// One partition that yields a stream already started (the batch looked at, then the rest).
+struct Replay {
+    stream: Mutex<Option<SendableRecordBatchStream>>,
+    properties: Arc<PlanProperties>,
+}
+
+impl Replay {
+    fn new(
+        schema: SchemaRef,
+        stream: impl futures::Stream<Item = Result<RecordBatch>> + Send + 'static,
+    ) -> Self {
+        let properties = PlanProperties::new(
+            EquivalenceProperties::new(Arc::clone(&schema)),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        );
+        Self {
+            stream: Mutex::new(Some(Box::pin(RecordBatchStreamAdapter::new(
+                schema, stream,
+            )))),
+            properties: Arc::new(properties),
+        }
+    }
+}
+
+impl fmt::Debug for Replay {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("Replay")
+    }
+}
+
+impl DisplayAs for Replay {
+    fn fmt_as(&self, _: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("Replay")
+    }
+}
+
+impl ExecutionPlan for Replay {
+    fn name(&self) -> &str {
+        "Replay"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if children.is_empty() {
+            return Ok(self);
+        }
+        internal_err!("Replay has no children")
+    }
+
+    fn execute(&self, partition: usize, _: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+        let stream = self.stream.lock().ok().and_then(|mut s| s.take());
+        match (partition, stream) {
+            (0, Some(stream)) => Ok(stream),
+            _ => internal_err!("Replay yields its one partition once"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Float64Array, StringArray};
+    use arrow::datatypes::{Field, Schema};
+    use datafusion::datasource::MemTable;
+    use datafusion::execution::session_state::SessionStateBuilder;
+    use datafusion::physical_plan::displayable;
+    use datafusion::prelude::{SessionConfig, SessionContext};
+
+    /// Pages in runs (as the table's sort order leaves them) or shuffled, with NULLs, a second
+    /// key and a float, in several batches and partitions.
+    fn batches(sorted: bool) -> Vec<Vec<RecordBatch>> {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("page", DataType::Utf8View, true),
+            Field::new("kind", DataType::Utf8, true),
+            Field::new("n", DataType::Int64, false),
+            Field::new("x", DataType::Float64, false),
+        ]));
+        let pages = ["/", "/pricing", "/blog/a-long-path-name", "/docs"];
+        let rows = |seed: usize| -> RecordBatch {
+            let page = |i: usize| {
+                let k = if sorted { i / 37 } else { i * 7 + seed };
+                (k % 5 != 4).then(|| pages[k % 4])
+            };
+            let kind = |i: usize| {
+                (!i.is_multiple_of(11)).then_some(if (i / 50).is_multiple_of(2) {
+                    "page"
+                } else {
+                    "track"
+                })
+            };
+            let n = 300;
+            RecordBatch::try_new(
+                Arc::clone(&schema),
+                vec![
+                    Arc::new(arrow::array::StringViewArray::from_iter((0..n).map(page))),
+                    Arc::new(StringArray::from_iter((0..n).map(kind))),
+                    Arc::new(Int64Array::from_iter_values(
+                        (0..n).map(|i| (i / 90) as i64),
+                    )),
+                    Arc::new(Float64Array::from_iter_values(
+                        (0..n).map(|i| if i % 2 == 0 { 0.0 } else { -0.0 }),
+                    )),
+                ],
+            )
+            .unwrap()
+        };
+        vec![vec![rows(0), rows(1)], vec![rows(2)], vec![]]
+    }
+
+    async fn answer(rule: bool, sorted: bool, sql: &str) -> (Vec<String>, String) {
+        let mut state = SessionStateBuilder::new()
+            .with_config(SessionConfig::new().with_target_partitions(3))
+            .with_default_features();
+        if rule {
+            state = state.with_physical_optimizer_rule(Arc::new(RunCount));
+        }
+        let ctx = SessionContext::new_with_state(state.build());
+        let parts = batches(sorted);
+        let schema = parts[0][0].schema();
+        let table = MemTable::try_new(schema, parts).unwrap();
+        ctx.register_table("events", Arc::new(table)).unwrap();
+        let frame = ctx.sql(sql).await.unwrap();
+        let plan = frame.clone().create_physical_plan().await.unwrap();
+        let plan = displayable(plan.as_ref()).indent(false).to_string();
+        let batches = frame.collect().await.unwrap();
+        let text = arrow::util::pretty::pretty_format_batches(&batches)
+            .unwrap()
+            .to_string();
+        let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        lines.sort();
+        (lines, plan)
+    }
+
+    #[tokio::test]
+    async fn counts_over_runs_equal_the_hash_aggregate() {
+        let cases = [
+            // (query, answered by runs)
+            ("SELECT page, count(*) FROM events GROUP BY page", true),
+            (
+                "SELECT page, count(*) AS views FROM events WHERE kind = 'page' \
+                 GROUP BY page ORDER BY views DESC, page LIMIT 2",
+                true,
+            ),
+            (
+                "SELECT page, kind, count(*), count(1) FROM events GROUP BY page, kind",
+                true,
+            ),
+            ("SELECT n, count(*) FROM events GROUP BY n", true),
+            (
+                "SELECT upper(page), count(*) FROM events GROUP BY upper(page)",
+                true,
+            ),
+            // Floats, other aggregates, count of a column, a filter clause: the hash aggregate.
+            ("SELECT x, count(*) FROM events GROUP BY x", false),
+            (
+                "SELECT page, count(*), max(n) FROM events GROUP BY page",
+                false,
+            ),
+            ("SELECT page, count(kind) FROM events GROUP BY page", false),
+            (
+                "SELECT page, count(*) FILTER (WHERE n > 1) FROM events GROUP BY page",
+                false,
+            ),
+            ("SELECT count(*) FROM events WHERE kind = 'page'", false),
+        ];
+        for sorted in [true, false] {
+            for (sql, by_runs) in cases {
+                let (ours, plan) = answer(true, sorted, sql).await;
+                let (theirs, _) = answer(false, sorted, sql).await;
+                assert_eq!(ours, theirs, "{sql}");
+                assert!(ours.len() > 4, "{sql}: too few rows to tell");
+                assert_eq!(plan.contains("RunCountExec"), by_runs, "{sql}\n{plan}");
+            }
+        }
+    }
+
+    #[test]
+    fn runs_are_the_partition_kernels() {
+        // Equal strings with the same view (taken from one buffer) and with views of their own
+        // (built row by row), inline and not, equal prefixes, NULLs.
+        let values = [
+            Some("/blog/a-long-path-name"),
+            Some("/blog/a-long-path-name"),
+            Some("/blog/a-long-path-other"),
+            None,
+            None,
+            Some(""),
+            Some(""),
+            Some("/short"),
+            Some("/short"),
+            Some("/shorter"),
+            None,
+            Some("/blog/a-long-path-name"),
+        ];
+        let own: ArrayRef = Arc::new(StringViewArray::from(values.to_vec()));
+        let indices =
+            UInt32Array::from_iter_values([0, 0, 1, 1, 2, 3, 3, 5, 5, 7, 8, 9, 10, 11, 11]);
+        let shared = take(own.as_ref(), &indices, None).unwrap();
+        let kinds: ArrayRef =
+            Arc::new(StringArray::from_iter((0..15).map(|i| {
+                (i % 6 != 5).then_some(if i < 8 { "page" } else { "track" })
+            })));
+        for keys in [
+            vec![Arc::clone(&own)],
+            vec![Arc::clone(&shared)],
+            vec![Arc::clone(&shared), Arc::clone(&kinds)],
+            vec![Arc::clone(&kinds)],
+        ] {
+            let expected = arrow::compute::partition(&keys).unwrap().ranges();
+            assert_eq!(runs_of(&keys).unwrap(), expected);
+        }
+    }
+
+    /// The shuffled batches take the hash aggregate's path, the sorted ones the runs'.
+    #[test]
+    fn the_test_data_covers_both_paths() {
+        for (sorted, by_runs) in [(true, true), (false, false)] {
+            let batch = &batches(sorted)[0][0];
+            let runs = runs_of(&[Arc::clone(batch.column(0))]).unwrap();
+            assert_eq!(runs.len() * MIN_RUN_ROWS <= batch.num_rows(), by_runs);
+        }
+    }
+}

@@ -7,15 +7,25 @@
 //! `SELECT page_path, count(*) … GROUP BY page_path` nevertheless hashes every row in its
 //! partial aggregate (145 ms of CPU over ten million events, the query's largest cost).
 //!
+//! Low-cardinality keys that do not follow the sort order (browser, OS, referrer host) have no
+//! long runs, but a batch holds few distinct tuples of them, and the Parquet reader gives rows
+//! of one dictionary entry the same 16-byte string view. Hashing those views instead of the
+//! strings' bytes finds a batch's distinct tuples for a fraction of what the hash aggregate
+//! spends on the same rows (it hashes and compares bytes, and keeps groups across batches).
+//!
 //! [`RunCount`], a physical optimizer rule, replaces a `Partial` aggregate whose aggregates are
 //! all `count(<non-null literal>)` (how `count(*)` is planned), grouped by expressions of types
 //! whose equality is exact (strings, integers, dates, timestamps, booleans), with
-//! [`RunCountExec`]. Per batch, that finds where any group value changes from one row to the
-//! next (arrow's `partition` kernel) and emits one row per run: the run's group values and its
-//! length as the count. A partial aggregate may emit a group more than once; the final
-//! aggregate adds its states up either way. Where the first batch of a partition has more than
-//! one run per [`MIN_RUN_ROWS`] rows, the keys do not follow the sort order, and the partition
-//! runs the original hash aggregate instead (over that batch and the rest of its input).
+//! [`RunCountExec`]. It decides per partition, on the first batch:
+//! - **runs**: where no more than one run of equal keys starts per [`MIN_RUN_ROWS`] rows, one
+//!   partial row per run (its values and length);
+//! - **batch groups**: else, where the batch has no more than one distinct key tuple per
+//!   [`MIN_RUN_ROWS`] rows and every key has tokens (string views, integers but `UInt64`,
+//!   dates, timestamps, booleans), one partial row per distinct tuple of each batch;
+//! - else the original hash aggregate, over that batch and the rest of the input.
+//!
+//! A partial aggregate may emit a group more than once; the final aggregate adds its states up
+//! either way.
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -224,24 +234,40 @@ impl ExecutionPlan for RunCountExec {
                     as SendableRecordBatchStream);
             };
             let keys = group_values(&aggregate, &first)?;
-            let runs = runs_of(&keys)?;
-            if runs.len() * MIN_RUN_ROWS > first.num_rows() {
-                // Keys that do not follow the sort order: the hash aggregate, over what was read.
-                let replay = Replay::new(
-                    input.schema(),
-                    futures::stream::once(async { Ok(first) }).chain(input),
-                );
-                let hashed =
-                    Arc::clone(&aggregate).replace_children(vec![Arc::new(replay)], recompute())?;
-                return hashed.execute(0, context);
-            }
-            let head = counted(&aggregate, &keys, &runs)?;
+            let rows = first.num_rows();
+            // Runs where the sort order leaves them, else each batch's distinct keys where
+            // few, else the hash aggregate.
+            let runs = tally(Counting::Runs, &keys)?;
+            let (counting, head) = match runs {
+                Some(runs) if runs.len() * MIN_RUN_ROWS <= rows => (Counting::Runs, runs),
+                _ => match tally(Counting::BatchGroups, &keys)? {
+                    Some(groups) if groups.len() * MIN_RUN_ROWS <= rows => {
+                        (Counting::BatchGroups, groups)
+                    }
+                    _ => {
+                        let replay = Replay::new(
+                            input.schema(),
+                            futures::stream::once(async { Ok(first) }).chain(input),
+                        );
+                        let hashed = Arc::clone(&aggregate)
+                            .replace_children(vec![Arc::new(replay)], recompute())?;
+                        return hashed.execute(0, context);
+                    }
+                },
+            };
+            let head = counted(&aggregate, &keys, head)?;
             metrics.record_output(head.num_rows());
             let rest = input.map(move |batch| {
                 let batch = batch?;
                 let _timer = metrics.elapsed_compute().timer();
                 let keys = group_values(&aggregate, &batch)?;
-                let counts = counted(&aggregate, &keys, &runs_of(&keys)?)?;
+                // A batch without tokens for its keys (a view no token can stand for) is
+                // counted by runs.
+                let tallied = match tally(counting, &keys)? {
+                    Some(tallied) => tallied,
+                    None => tally(Counting::Runs, &keys)?.unwrap_or_default(),
+                };
+                let counts = counted(&aggregate, &keys, tallied)?;
                 metrics.record_output(counts.num_rows());
                 Ok(counts)
             });
@@ -317,20 +343,15 @@ fn view_changes(strings: &StringViewArray) -> BooleanBuffer {
     })
 }
 
-/// One partial row per run: the run's group values and its length, once per aggregate.
-fn counted(
-    aggregate: &AggregateExec,
-    keys: &[ArrayRef],
-    runs: &[std::ops::Range<usize>],
-) -> Result<RecordBatch> {
+/// One partial row per distinct key tuple of `tallied`: its values and count, once per
+/// aggregate.
+fn counted(aggregate: &AggregateExec, keys: &[ArrayRef], tallied: Tally) -> Result<RecordBatch> {
     let schema = aggregate.schema();
-    let starts = UInt32Array::from_iter_values(runs.iter().map(|run| run.start as u32));
-    let lengths: ArrayRef = Arc::new(Int64Array::from_iter_values(
-        runs.iter().map(|run| run.len() as i64),
-    ));
+    let firsts = UInt32Array::from(tallied.firsts);
+    let counts: ArrayRef = Arc::new(Int64Array::from(tallied.counts));
     let mut columns = Vec::with_capacity(schema.fields().len());
     for (values, field) in keys.iter().zip(schema.fields()) {
-        let values = take(values.as_ref(), &starts, None)?;
+        let values = take(values.as_ref(), &firsts, None)?;
         columns.push(if values.data_type() == field.data_type() {
             values
         } else {
@@ -338,9 +359,188 @@ fn counted(
         });
     }
     for field in schema.fields().iter().skip(keys.len()) {
-        columns.push(cast(&lengths, field.data_type())?);
+        columns.push(cast(&counts, field.data_type())?);
     }
     Ok(RecordBatch::try_new(schema, columns)?)
+}
+
+/// How a partition counts, decided on its first batch.
+#[derive(Debug, Clone, Copy)]
+enum Counting {
+    /// One row per run of equal keys.
+    Runs,
+    /// One row per distinct key tuple of each batch, found by hashing its tokens.
+    BatchGroups,
+}
+
+/// A batch's key tuples (runs or distinct tuples): the first row of each and its row count.
+#[derive(Debug, Default)]
+struct Tally {
+    firsts: Vec<u32>,
+    counts: Vec<i64>,
+}
+
+impl Tally {
+    fn len(&self) -> usize {
+        self.firsts.len()
+    }
+}
+
+/// The tally of `keys` the way `counting` counts; None where `BatchGroups` has no tokens for
+/// the keys.
+fn tally(counting: Counting, keys: &[ArrayRef]) -> Result<Option<Tally>> {
+    match counting {
+        Counting::Runs => {
+            let runs = runs_of(keys)?;
+            Ok(Some(Tally {
+                firsts: runs.iter().map(|run| run.start as u32).collect(),
+                counts: runs.iter().map(|run| run.len() as i64).collect(),
+            }))
+        }
+        Counting::BatchGroups => Ok(batch_groups(keys)),
+    }
+}
+
+/// A key column's values as 128-bit tokens: equal tokens are equal values (NULLs equal to each
+/// other), and equal values mostly have equal tokens, so a batch hashes 16 bytes per value.
+/// - A string view names its string exactly within one array, and rows of one dictionary
+///   entry share it; NULL is `u128::MAX`, the view of a 4 GiB string no array holds (a column
+///   with NULLs and such a view is not tokenized).
+/// - An integer's bits, zero-extended; NULL is `u128::MAX`, which no 64-bit value reaches.
+///
+/// The views themselves where a column has no NULLs; else written into `owned` (reused from
+/// batch to batch: allocating 128 KiB per column and batch cost more than the hashing). None
+/// for other types (and `UInt64`, whose upper half would not cast to `Int64`).
+fn tokens<'a>(key: &'a ArrayRef, owned: &mut Vec<u128>) -> Option<Option<&'a [u128]>> {
+    use arrow::datatypes::Int64Type;
+    owned.clear();
+    match key.data_type() {
+        DataType::Utf8View => {
+            let views = key.as_string_view().views();
+            let Some(nulls) = key.nulls() else {
+                return Some(Some(&views[..]));
+            };
+            let mut clash = false;
+            owned.extend(views.iter().zip(nulls.iter()).map(|(&view, valid)| {
+                clash |= valid && view == u128::MAX;
+                if valid { view } else { u128::MAX }
+            }));
+            if clash {
+                return None;
+            }
+        }
+        DataType::Boolean
+        | DataType::Int8
+        | DataType::Int16
+        | DataType::Int32
+        | DataType::Int64
+        | DataType::UInt8
+        | DataType::UInt16
+        | DataType::UInt32
+        | DataType::Date32
+        | DataType::Date64
+        | DataType::Timestamp(..) => {
+            let values = cast(key, &DataType::Int64).ok()?;
+            let values = values.as_primitive::<Int64Type>();
+            owned.extend(
+                values
+                    .iter()
+                    .map(|v| v.map_or(u128::MAX, |v| u128::from(v as u64))),
+            );
+        }
+        _ => return None,
+    }
+    Some(None)
+}
+
+/// Buffers [`batch_groups`] reuses from batch to batch on a thread.
+#[derive(Default)]
+struct Scratch {
+    owned: Vec<Vec<u128>>,
+    hashes: Vec<u64>,
+    group_hashes: Vec<u64>,
+    table: hashbrown::HashTable<u32>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::default();
+}
+
+/// Each distinct key tuple of a batch with its first row and count, by hashing the keys'
+/// [`tokens`]; None where a key has none.
+fn batch_groups(keys: &[ArrayRef]) -> Option<Tally> {
+    SCRATCH.with(|scratch| {
+        let scratch = &mut *scratch.borrow_mut();
+        scratch.owned.resize_with(keys.len(), Vec::new);
+        let mut borrowed = Vec::with_capacity(keys.len());
+        for (key, owned) in keys.iter().zip(scratch.owned.iter_mut()) {
+            borrowed.push(tokens(key, owned)?);
+        }
+        let columns: Vec<&[u128]> = borrowed
+            .into_iter()
+            .zip(scratch.owned.iter())
+            .map(|(borrowed, owned)| borrowed.unwrap_or(&owned[..]))
+            .collect();
+        Some(group_tokens(
+            &columns,
+            &mut scratch.hashes,
+            &mut scratch.group_hashes,
+            &mut scratch.table,
+        ))
+    })
+}
+
+/// The distinct tuples of `columns` (row-aligned token slices).
+fn group_tokens(
+    columns: &[&[u128]],
+    hashes: &mut Vec<u64>,
+    group_hashes: &mut Vec<u64>,
+    table: &mut hashbrown::HashTable<u32>,
+) -> Tally {
+    let rows = columns.first().map_or(0, |c| c.len());
+    // Column by column: tight loops over slices; then spread the low bits, which pick
+    // hashbrown's bucket and which the multiply leaves weak (splitmix64's finalizer).
+    hashes.clear();
+    hashes.resize(rows, 0);
+    for column in columns {
+        for (hash, &token) in hashes.iter_mut().zip(column.iter()) {
+            *hash = (hash.rotate_left(5) ^ (token as u64) ^ ((token >> 64) as u64))
+                .wrapping_mul(0x517c_c1b7_2722_0a95);
+        }
+    }
+    for hash in hashes.iter_mut() {
+        let mixed = (*hash ^ (*hash >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        let mixed = (mixed ^ (mixed >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        *hash = mixed ^ (mixed >> 31);
+    }
+    let same = |a: usize, b: usize| columns.iter().all(|column| column[a] == column[b]);
+    let mut tally = Tally::default();
+    group_hashes.clear();
+    table.clear();
+    let mut previous = 0;
+    for row in 0..rows {
+        let hash = hashes[row];
+        // The row before's group, without a probe, when the tuple repeats.
+        if row > 0 && hash == hashes[row - 1] && same(row - 1, row) {
+            tally.counts[previous] += 1;
+            continue;
+        }
+        let firsts = &tally.firsts;
+        let group = match table.find(hash, |&g| same(firsts[g as usize] as usize, row)) {
+            Some(&group) => group as usize,
+            None => {
+                let group = tally.firsts.len();
+                tally.firsts.push(row as u32);
+                tally.counts.push(0);
+                group_hashes.push(hash);
+                table.insert_unique(hash, group as u32, |&g| group_hashes[g as usize]);
+                group
+            }
+        };
+        tally.counts[group] += 1;
+        previous = group;
+    }
+    tally
 }
 
 /// One partition that yields a stream already started (the batch looked at, then the rest).
@@ -430,21 +630,37 @@ mod tests {
     use datafusion::physical_plan::displayable;
     use datafusion::prelude::{SessionConfig, SessionContext};
 
-    /// Pages in runs (as the table's sort order leaves them) or shuffled, with NULLs, a second
-    /// key and a float, in several batches and partitions.
+    /// Pages in runs (as the table's sort order leaves them) or shuffled, as views shared by
+    /// equal rows (as a dictionary page decodes) with NULLs; a second key without tokens
+    /// (`Utf8`), an integer in runs, a unique id and a float; in several batches and
+    /// partitions.
     fn batches(sorted: bool) -> Vec<Vec<RecordBatch>> {
         let schema = Arc::new(Schema::new(vec![
             Field::new("page", DataType::Utf8View, true),
             Field::new("kind", DataType::Utf8, true),
             Field::new("n", DataType::Int64, false),
+            Field::new("id", DataType::Int64, false),
             Field::new("x", DataType::Float64, false),
         ]));
-        let pages = ["/", "/pricing", "/blog/a-long-path-name", "/docs"];
+        let pages: ArrayRef = Arc::new(StringViewArray::from(vec![
+            Some("/"),
+            Some("/pricing"),
+            Some("/blog/a-long-path-name"),
+            Some("/docs"),
+            None,
+        ]));
         let rows = |seed: usize| -> RecordBatch {
+            let n = 300;
             let page = |i: usize| {
                 let k = if sorted { i / 37 } else { i * 7 + seed };
-                (k % 5 != 4).then(|| pages[k % 4])
+                (k % 5) as u32
             };
+            let page = take(
+                pages.as_ref(),
+                &UInt32Array::from_iter_values((0..n).map(page)),
+                None,
+            )
+            .unwrap();
             let kind = |i: usize| {
                 (!i.is_multiple_of(11)).then_some(if (i / 50).is_multiple_of(2) {
                     "page"
@@ -452,14 +668,16 @@ mod tests {
                     "track"
                 })
             };
-            let n = 300;
             RecordBatch::try_new(
                 Arc::clone(&schema),
                 vec![
-                    Arc::new(arrow::array::StringViewArray::from_iter((0..n).map(page))),
+                    page,
                     Arc::new(StringArray::from_iter((0..n).map(kind))),
                     Arc::new(Int64Array::from_iter_values(
                         (0..n).map(|i| (i / 90) as i64),
+                    )),
+                    Arc::new(Int64Array::from_iter_values(
+                        (0..n).map(|i| (seed * 1000 + i) as i64),
                     )),
                     Arc::new(Float64Array::from_iter_values(
                         (0..n).map(|i| if i % 2 == 0 { 0.0 } else { -0.0 }),
@@ -510,6 +728,11 @@ mod tests {
                 true,
             ),
             ("SELECT n, count(*) FROM events GROUP BY n", true),
+            ("SELECT id, count(*) FROM events GROUP BY id", true),
+            (
+                "SELECT page, n, count(*) FROM events GROUP BY page, n",
+                true,
+            ),
             (
                 "SELECT upper(page), count(*) FROM events GROUP BY upper(page)",
                 true,
@@ -575,13 +798,56 @@ mod tests {
         }
     }
 
-    /// The shuffled batches take the hash aggregate's path, the sorted ones the runs'.
+    /// Each way of counting has data that takes it: sorted pages their runs, shuffled pages
+    /// each batch's groups, unique ids and keys without tokens the hash aggregate.
     #[test]
-    fn the_test_data_covers_both_paths() {
-        for (sorted, by_runs) in [(true, true), (false, false)] {
-            let batch = &batches(sorted)[0][0];
-            let runs = runs_of(&[Arc::clone(batch.column(0))]).unwrap();
-            assert_eq!(runs.len() * MIN_RUN_ROWS <= batch.num_rows(), by_runs);
-        }
+    fn the_test_data_covers_every_path() {
+        let sorted = &batches(true)[0][0];
+        let shuffled = &batches(false)[0][0];
+        let rows = sorted.num_rows();
+        let few = |tally: Option<Tally>| tally.map(|t| t.len() * MIN_RUN_ROWS <= rows);
+        let column =
+            |batch: &RecordBatch, name: &str| vec![Arc::clone(batch.column_by_name(name).unwrap())];
+        let page = column(sorted, "page");
+        assert_eq!(few(tally(Counting::Runs, &page).unwrap()), Some(true));
+        let page = column(shuffled, "page");
+        assert_eq!(few(tally(Counting::Runs, &page).unwrap()), Some(false));
+        assert_eq!(
+            few(tally(Counting::BatchGroups, &page).unwrap()),
+            Some(true)
+        );
+        let id = column(sorted, "id");
+        assert_eq!(few(tally(Counting::Runs, &id).unwrap()), Some(false));
+        assert_eq!(few(tally(Counting::BatchGroups, &id).unwrap()), Some(false));
+        let kind = column(shuffled, "kind");
+        assert_eq!(few(tally(Counting::BatchGroups, &kind).unwrap()), None);
+    }
+
+    /// Batch groups are the distinct tuples: NULLs apart from empty strings and zeros, equal
+    /// strings with views of their own counted apart but never merged with others.
+    #[test]
+    fn batch_groups_count_each_distinct_tuple() {
+        let strings: ArrayRef = Arc::new(StringViewArray::from(vec![
+            Some(""),
+            None,
+            Some("a-string-longer-than-12"),
+            Some(""),
+            None,
+            Some("a-string-longer-than-12"),
+            Some("a-string-longer-than-13"),
+        ]));
+        let numbers: ArrayRef = Arc::new(Int64Array::from(vec![
+            Some(0),
+            Some(0),
+            None,
+            Some(0),
+            Some(0),
+            None,
+            None,
+        ]));
+        let tally = batch_groups(&[strings, numbers]).unwrap();
+        // The two equal long strings were built apart: their views differ, two groups.
+        assert_eq!(tally.firsts, vec![0, 1, 2, 5, 6]);
+        assert_eq!(tally.counts, vec![2, 2, 1, 1, 1]);
     }
 }

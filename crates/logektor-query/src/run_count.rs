@@ -833,6 +833,7 @@ mod tests {
             Some("a-string-longer-than-12"),
             Some(""),
             None,
+            None,
             Some("a-string-longer-than-12"),
             Some("a-string-longer-than-13"),
         ]));
@@ -842,12 +843,13 @@ mod tests {
             None,
             Some(0),
             Some(0),
+            Some(0),
             None,
             None,
         ]));
         let tally = batch_groups(&[strings, numbers]).unwrap();
         // The two equal long strings were built apart: their views differ, two groups.
-        assert_eq!(tally.firsts, vec![0, 1, 2, 5, 6]);
-        assert_eq!(tally.counts, vec![2, 2, 1, 1, 1]);
+        assert_eq!(tally.firsts, vec![0, 1, 2, 6, 7]);
+        assert_eq!(tally.counts, vec![2, 3, 1, 1, 1]);
     }
 }

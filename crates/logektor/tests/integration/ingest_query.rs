@@ -571,3 +571,91 @@ fn json_property_equality_filters_find_escaped_values_too() {
     assert_eq!(ids(&server), vec![json!("j-1"), json!("j-2")]);
     server.stop();
 }
+
+/// `LIKE` filters and `count(*)` grouped by keys in runs, by keys with few distinct values
+/// per batch and by unique keys give the counts of the events sent, buffered and from the
+/// Parquet files (where equal strings of a dictionary page share their views).
+#[test]
+fn grouped_counts_and_like_filters_match_the_events_sent() {
+    use std::collections::BTreeMap;
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), &["--flush-interval", "1h"]);
+    let pages = [
+        "/",
+        "/pricing",
+        "/blog/a-post-with-a-long-path",
+        "/docs/getting-started",
+    ];
+    let sources = ["news", "mail", "ads"];
+    let campaigns = ["spring_sale", "spring-sale", "autumn_sale"];
+    let mut by_page: BTreeMap<String, i64> = BTreeMap::new();
+    let mut by_source: BTreeMap<String, i64> = BTreeMap::new();
+    let mut spring_sale = 0;
+    let mut batch = Vec::new();
+    for i in 0..2_000usize {
+        let page = pages[(i * 7) % pages.len()];
+        // Runs of two: too short to count by runs, few per batch.
+        let source = sources[(i / 2) % sources.len()];
+        let campaign = campaigns[(i / 5) % campaigns.len()];
+        *by_page.entry(page.to_owned()).or_default() += 1;
+        *by_source.entry(source.to_owned()).or_default() += 1;
+        // `_` in a LIKE pattern matches any character: `spring-sale` too.
+        spring_sale += i64::from(campaign.starts_with("spring"));
+        batch.push(json!({
+            "type": "page",
+            // The name follows the path, so the table's sort order puts paths in runs.
+            "name": page,
+            "anonymousId": format!("visitor-{}", i % 97),
+            "messageId": format!("m-{i}"),
+            "timestamp": "2024-05-01T10:00:00Z",
+            "properties": {
+                "path": page,
+                "url": format!("https://example.com{page}?utm_source={source}&utm_campaign={campaign}")
+            }
+        }));
+    }
+    let (status, answer) = server.post("/v1/batch", &json!({ "batch": batch }));
+    assert_eq!(status, 200, "{answer}");
+
+    let counts = |server: &TestServer, sql: &str| -> BTreeMap<String, i64> {
+        server
+            .sql(sql)
+            .iter()
+            .map(|row| {
+                let key = row["k"].as_str().unwrap_or("NULL").to_owned();
+                (key, row["n"].as_i64().unwrap())
+            })
+            .collect()
+    };
+    let by_page_sql = "SELECT page_path AS k, count(*) AS n FROM events GROUP BY page_path";
+    let by_source_sql = "SELECT utm_source || '/' || type AS k, n FROM (SELECT utm_source, type, count(*) AS n \
+         FROM events GROUP BY utm_source, type)";
+    let by_id_sql = "SELECT message_id AS k, count(*) AS n FROM events GROUP BY message_id";
+    let like_sql = "SELECT 'all' AS k, count(*) AS n FROM events \
+                    WHERE page_url LIKE '%utm_campaign=spring_sale%'";
+    let by_source_expected: BTreeMap<String, i64> = by_source
+        .iter()
+        .map(|(source, n)| (format!("{source}/page"), *n))
+        .collect();
+    let check = |server: &TestServer| {
+        assert_eq!(counts(server, by_page_sql), by_page);
+        assert_eq!(counts(server, by_source_sql), by_source_expected);
+        let by_id = counts(server, by_id_sql);
+        assert_eq!(by_id.len(), 2_000);
+        assert!(by_id.values().all(|&n| n == 1));
+        assert_eq!(counts(server, like_sql)["all"], spring_sale);
+    };
+    check(&server);
+    let plan = server.sql(&format!("EXPLAIN {by_page_sql}"));
+    let plan = format!("{plan:?}");
+    assert!(plan.contains("RunCountExec"), "{plan}");
+    let plan = server.sql(&format!("EXPLAIN {like_sql}"));
+    let plan = format!("{plan:?}");
+    assert!(plan.contains("like_memo"), "{plan}");
+    // Flushed, the same answers from Parquet.
+    server.stop();
+    let server = TestServer::start(dir.path(), &["--flush-interval", "1h"]);
+    check(&server);
+    server.stop();
+}

@@ -24,6 +24,10 @@
 //!   dates, timestamps, booleans), one partial row per distinct tuple of each batch;
 //! - else the original hash aggregate, over that batch and the rest of the input.
 //!
+//! A later batch of at least [`MIN_SWITCH_ROWS`] rows that would yield more than half as many
+//! partial rows hands itself and the rest of the partition to the hash aggregate too: keys
+//! that stop repeating (another file, a differently ordered one) cost no more than before.
+//!
 //! A partial aggregate may emit a group more than once; the final aggregate adds its states up
 //! either way.
 
@@ -52,10 +56,15 @@ use datafusion::physical_plan::{
     ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, InputOrderMode,
     Partitioning, PlanProperties, ReplaceChildrenOptions,
 };
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 
-/// A partition whose first batch averages shorter runs than this goes to the hash aggregate.
+/// A partition whose first batch averages shorter runs (or, counting batch groups, fewer rows
+/// per distinct key tuple) than this goes to the hash aggregate.
 pub const MIN_RUN_ROWS: usize = 4;
+
+/// A later batch of at least this many rows that yields more than half as many partial rows
+/// hands the rest of its partition to the hash aggregate.
+pub const MIN_SWITCH_ROWS: usize = 1024;
 
 /// The physical optimizer rule described in the [module docs](self).
 #[derive(Debug, Default)]
@@ -211,72 +220,143 @@ impl ExecutionPlan for RunCountExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        let mut input = self
+        let input = self
             .aggregate
             .input()
             .execute(partition, Arc::clone(&context))?;
-        let aggregate = Arc::clone(&self.aggregate);
-        let schema = aggregate.schema();
-        let metrics = BaselineMetrics::new(&self.metrics, partition);
-        let output = futures::stream::once(async move {
-            let mut first = None;
-            while let Some(batch) = input.next().await {
-                let batch = batch?;
-                if batch.num_rows() > 0 {
-                    first = Some(batch);
-                    break;
+        let schema = self.aggregate.schema();
+        let counter = Counter {
+            aggregate: Arc::clone(&self.aggregate),
+            context,
+            metrics: BaselineMetrics::new(&self.metrics, partition),
+        };
+        let output = futures::stream::unfold(
+            (counter, Phase::Deciding(input)),
+            |(counter, phase)| async move {
+                let (item, phase) = counter.next(phase).await?;
+                Some((item, (counter, phase)))
+            },
+        );
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, output)))
+    }
+}
+
+/// What a partition of [`RunCountExec`] needs to count its input.
+struct Counter {
+    aggregate: Arc<AggregateExec>,
+    context: Arc<TaskContext>,
+    metrics: BaselineMetrics,
+}
+
+/// Where a partition of [`RunCountExec`] is.
+enum Phase {
+    /// Before the first non-empty batch, which decides how to count.
+    Deciding(SendableRecordBatchStream),
+    /// Counting each batch the way chosen.
+    Counting(SendableRecordBatchStream, Counting),
+    /// Handed to the hash aggregate: keys that neither run nor repeat.
+    Hashing(SendableRecordBatchStream),
+}
+
+impl Counter {
+    /// The next output batch and the phase after it; None at the end.
+    async fn next(&self, phase: Phase) -> Option<(Result<RecordBatch>, Phase)> {
+        match phase {
+            Phase::Deciding(mut input) => loop {
+                let batch = match input.next().await? {
+                    Ok(batch) if batch.num_rows() == 0 => continue,
+                    Ok(batch) => batch,
+                    Err(error) => return Some((Err(error), Phase::Deciding(input))),
+                };
+                return match self.decide(&batch) {
+                    Ok(Some((counting, counted))) => {
+                        Some((Ok(counted), Phase::Counting(input, counting)))
+                    }
+                    Ok(None) => self.hash(batch, input).await,
+                    Err(error) => Some((Err(error), Phase::Deciding(input))),
+                };
+            },
+            Phase::Counting(mut input, counting) => {
+                let batch = match input.next().await? {
+                    Ok(batch) => batch,
+                    Err(error) => return Some((Err(error), Phase::Counting(input, counting))),
+                };
+                match self.count(&batch, counting) {
+                    Ok(Some(counted)) => Some((Ok(counted), Phase::Counting(input, counting))),
+                    // The keys stopped repeating: the hash aggregate from this batch on.
+                    Ok(None) => self.hash(batch, input).await,
+                    Err(error) => Some((Err(error), Phase::Counting(input, counting))),
                 }
             }
-            let schema = aggregate.schema();
-            let Some(first) = first else {
-                let none = futures::stream::empty();
-                return Ok(Box::pin(RecordBatchStreamAdapter::new(schema, none))
-                    as SendableRecordBatchStream);
-            };
-            let keys = group_values(&aggregate, &first)?;
-            let rows = first.num_rows();
-            // Runs where the sort order leaves them, else each batch's distinct keys where
-            // few, else the hash aggregate.
-            let runs = tally(Counting::Runs, &keys)?;
-            let (counting, head) = match runs {
-                Some(runs) if runs.len() * MIN_RUN_ROWS <= rows => (Counting::Runs, runs),
-                _ => match tally(Counting::BatchGroups, &keys)? {
-                    Some(groups) if groups.len() * MIN_RUN_ROWS <= rows => {
-                        (Counting::BatchGroups, groups)
-                    }
-                    _ => {
-                        let replay = Replay::new(
-                            input.schema(),
-                            futures::stream::once(async { Ok(first) }).chain(input),
-                        );
-                        let hashed = Arc::clone(&aggregate)
-                            .replace_children(vec![Arc::new(replay)], recompute())?;
-                        return hashed.execute(0, context);
-                    }
-                },
-            };
-            let head = counted(&aggregate, &keys, head)?;
-            metrics.record_output(head.num_rows());
-            let rest = input.map(move |batch| {
-                let batch = batch?;
-                let _timer = metrics.elapsed_compute().timer();
-                let keys = group_values(&aggregate, &batch)?;
-                // A batch without tokens for its keys (a view no token can stand for) is
-                // counted by runs.
-                let tallied = match tally(counting, &keys)? {
-                    Some(tallied) => tallied,
-                    None => tally(Counting::Runs, &keys)?.unwrap_or_default(),
-                };
-                let counts = counted(&aggregate, &keys, tallied)?;
-                metrics.record_output(counts.num_rows());
-                Ok(counts)
-            });
-            let batches = futures::stream::once(async { Ok(head) }).chain(rest);
-            Ok(Box::pin(RecordBatchStreamAdapter::new(schema, batches))
-                as SendableRecordBatchStream)
-        })
-        .try_flatten();
-        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, output)))
+            Phase::Hashing(mut hashed) => {
+                let item = hashed.next().await?;
+                Some((item, Phase::Hashing(hashed)))
+            }
+        }
+    }
+
+    /// How to count, from the first batch, and its partial rows; None for the hash aggregate.
+    fn decide(&self, batch: &RecordBatch) -> Result<Option<(Counting, RecordBatch)>> {
+        let _timer = self.metrics.elapsed_compute().timer();
+        let keys = group_values(&self.aggregate, batch)?;
+        let rows = batch.num_rows();
+        // Runs where the sort order leaves them, else each batch's distinct keys where few.
+        for counting in [Counting::Runs, Counting::BatchGroups] {
+            if let Some(tallied) = tally(counting, &keys)?
+                && tallied.len() * MIN_RUN_ROWS <= rows
+            {
+                let counted = counted(&self.aggregate, &keys, tallied)?;
+                self.metrics.record_output(counted.num_rows());
+                return Ok(Some((counting, counted)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The partial rows of a later batch; None where they would be more than half its rows
+    /// (and the batch has enough rows to tell).
+    fn count(&self, batch: &RecordBatch, counting: Counting) -> Result<Option<RecordBatch>> {
+        let _timer = self.metrics.elapsed_compute().timer();
+        let keys = group_values(&self.aggregate, batch)?;
+        // A batch without tokens for its keys (a view no token can stand for) is counted by
+        // runs.
+        let tallied = match tally(counting, &keys)? {
+            Some(tallied) => tallied,
+            None => tally(Counting::Runs, &keys)?.unwrap_or_default(),
+        };
+        if batch.num_rows() >= MIN_SWITCH_ROWS && tallied.len() * 2 > batch.num_rows() {
+            return Ok(None);
+        }
+        let counted = counted(&self.aggregate, &keys, tallied)?;
+        self.metrics.record_output(counted.num_rows());
+        Ok(Some(counted))
+    }
+
+    /// The hash aggregate over `batch` and the rest of `input`, and its first output.
+    async fn hash(
+        &self,
+        batch: RecordBatch,
+        input: SendableRecordBatchStream,
+    ) -> Option<(Result<RecordBatch>, Phase)> {
+        let replay = Replay::new(
+            input.schema(),
+            futures::stream::once(async { Ok(batch) }).chain(input),
+        );
+        let hashed = Arc::clone(&self.aggregate)
+            .replace_children(vec![Arc::new(replay)], recompute())
+            .and_then(|hashed| hashed.execute(0, Arc::clone(&self.context)));
+        let mut hashed = match hashed {
+            Ok(hashed) => hashed,
+            Err(error) => {
+                let none = RecordBatchStreamAdapter::new(
+                    self.aggregate.schema(),
+                    futures::stream::empty(),
+                );
+                return Some((Err(error), Phase::Hashing(Box::pin(none))));
+            }
+        };
+        let item = hashed.next().await?;
+        Some((item, Phase::Hashing(hashed)))
     }
 }
 
@@ -851,5 +931,74 @@ mod tests {
         // The two equal long strings were built apart: their views differ, two groups.
         assert_eq!(tally.firsts, vec![0, 1, 2, 6, 7]);
         assert_eq!(tally.counts, vec![2, 3, 1, 1, 1]);
+    }
+
+    /// A partition whose keys run in its first batch and stop repeating in a later one counts
+    /// the first by runs and hands the rest to the hash aggregate, with the same answer.
+    #[tokio::test]
+    async fn keys_that_stop_repeating_go_to_the_hash_aggregate() {
+        let schema = Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, false)]));
+        let batch = |keys: Vec<i64>| {
+            RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(Int64Array::from(keys))])
+                .unwrap()
+        };
+        let runs = batch((0..2000).map(|i| i / 500).collect());
+        let unique = batch((0..2000).map(|i| 10_000 + i).collect());
+        let answer = |rule: bool| {
+            let parts = vec![vec![runs.clone(), unique.clone()]];
+            let schema = Arc::clone(&schema);
+            async move {
+                // Two partitions, so the aggregate is planned in two phases, but no round
+                // robin: both batches stay in the one input partition, in order.
+                let config = SessionConfig::new()
+                    .with_target_partitions(2)
+                    .with_round_robin_repartition(false);
+                let mut state = SessionStateBuilder::new()
+                    .with_config(config)
+                    .with_default_features();
+                if rule {
+                    state = state.with_physical_optimizer_rule(Arc::new(RunCount));
+                }
+                let ctx = SessionContext::new_with_state(state.build());
+                let table = MemTable::try_new(schema, parts).unwrap();
+                ctx.register_table("t", Arc::new(table)).unwrap();
+                let frame = ctx
+                    .sql("SELECT k, count(*) AS n FROM t GROUP BY k ORDER BY k")
+                    .await
+                    .unwrap();
+                let plan = frame.clone().create_physical_plan().await.unwrap();
+                let task = ctx.task_ctx();
+                let batches = datafusion::physical_plan::collect(Arc::clone(&plan), task)
+                    .await
+                    .unwrap();
+                let mut counted_rows = None;
+                datafusion::physical_plan::accept(
+                    plan.as_ref(),
+                    &mut RunCountRows(&mut counted_rows),
+                )
+                .unwrap();
+                (batches, counted_rows)
+            }
+        };
+        let (ours, counted_rows) = answer(true).await;
+        let (theirs, _) = answer(false).await;
+        assert_eq!(ours, theirs);
+        assert_eq!(ours.iter().map(RecordBatch::num_rows).sum::<usize>(), 2004);
+        // The four runs of the first batch; the second went to the hash aggregate.
+        assert_eq!(counted_rows, Some(4));
+    }
+
+    /// The output rows [`RunCountExec`] counted itself.
+    struct RunCountRows<'a>(&'a mut Option<usize>);
+
+    impl datafusion::physical_plan::ExecutionPlanVisitor for RunCountRows<'_> {
+        type Error = datafusion::error::DataFusionError;
+
+        fn pre_visit(&mut self, plan: &dyn ExecutionPlan) -> Result<bool> {
+            if plan.name() == "RunCountExec" {
+                *self.0 = plan.metrics().and_then(|m| m.output_rows());
+            }
+            Ok(true)
+        }
     }
 }

@@ -98,7 +98,7 @@ impl PhysicalOptimizerRule for RunCount {
     }
 }
 
-/// Whether `aggregate` is a partial `count(*)` the runs of its keys can answer.
+/// Whether `aggregate` is a partial `count(*)` whose keys [`RunCountExec`] can count.
 fn counts_by_runs(aggregate: &AggregateExec) -> bool {
     let group_by = aggregate.group_expr();
     let input = aggregate.input().schema();
@@ -149,7 +149,8 @@ fn exact_equality(data_type: &DataType) -> bool {
     )
 }
 
-/// The partial aggregate of a [`RunCount`] plan: one row per run of equal group values.
+/// The partial aggregate of a [`RunCount`] plan: one row per run of equal keys or per distinct
+/// key tuple of a batch, or the hash aggregate's rows (see the [module docs](self)).
 #[derive(Debug)]
 pub struct RunCountExec {
     /// The partial aggregate this answers for: its input, group expressions and schema, and

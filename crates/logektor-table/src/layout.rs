@@ -423,9 +423,29 @@ impl<I: Iterator<Item = Result<RecordBatch>>> SortedMerge<I> {
 }
 
 /// Parquet settings for the files compaction, imports and deletes write: these stay.
+///
+/// Visitor ids and page URLs repeat within a row group but hold more distinct bytes than the
+/// default 1 MiB dictionary page (a row group of 131,072 events has ~2 MB of distinct
+/// `anonymous_id`s), so their dictionaries filled up and the rest of each row group fell back
+/// to `DELTA_BYTE_ARRAY`. With room for the whole row group's values, equal values stay one
+/// dictionary entry: fewer bytes, cheaper decoding, and readers that decode a dictionary page
+/// into views give equal rows the same view (which `LIKE` and grouped counts exploit).
 pub fn writer_properties() -> WriterProperties {
-    builder(3, true).build()
+    let mut builder = builder(3, true);
+    for column in REPEATING_TEXT {
+        builder = builder.set_column_dictionary_page_size_limit(
+            (*column).into(),
+            REPEATING_TEXT_DICTIONARY_BYTES,
+        );
+    }
+    builder.build()
 }
+
+/// Text columns whose values repeat but whose distinct values overflow a 1 MiB dictionary.
+const REPEATING_TEXT: &[&str] = &["anonymous_id", "page_url"];
+
+/// The dictionary page limit of [`REPEATING_TEXT`] columns.
+const REPEATING_TEXT_DICTIONARY_BYTES: usize = 8 << 20;
 
 /// Parquet settings for the files a flush writes. They live only until compaction merges them
 /// (minutes), so they are written for speed: zstd level 1 (level 3 took a fifth of a flush's
@@ -550,6 +570,58 @@ mod tests {
         assert_eq!(
             row_format_order(std::slice::from_ref(&views), 2).unwrap(),
             vec![1, 0]
+        );
+    }
+
+    /// Visitor ids and URLs whose distinct values overflow a 1 MiB dictionary stay dictionary
+    /// encoded in the files that stay; another text column of the same values falls back.
+    #[test]
+    fn repeating_text_keeps_its_dictionary_past_one_mebibyte() {
+        use arrow::datatypes::{Field, Schema};
+        use parquet::arrow::ArrowWriter;
+        use parquet::file::reader::{FileReader, SerializedFileReader};
+
+        // 40,000 distinct 36-byte values (1.4 MB), each twice.
+        let values: Vec<String> = (0..80_000)
+            .map(|i| {
+                format!(
+                    "{:08x}-0000-4000-8000-{:012x}",
+                    i % 40_000,
+                    (i % 40_000) * 7919
+                )
+            })
+            .collect();
+        let column = || Arc::new(StringArray::from(values.clone())) as ArrayRef;
+        let names = ["anonymous_id", "page_url", "context"];
+        let schema = Arc::new(Schema::new(
+            names
+                .iter()
+                .map(|name| Field::new(*name, DataType::Utf8, false))
+                .collect::<Vec<_>>(),
+        ));
+        let batch =
+            RecordBatch::try_new(Arc::clone(&schema), vec![column(), column(), column()]).unwrap();
+        let mut bytes = Vec::new();
+        let mut writer =
+            ArrowWriter::try_new(&mut bytes, schema, Some(writer_properties())).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+
+        let reader = SerializedFileReader::new(bytes::Bytes::from(bytes)).unwrap();
+        let row_group = reader.metadata().row_group(0);
+        let fell_back = |name: &str| {
+            let chunk = row_group
+                .columns()
+                .iter()
+                .find(|chunk| chunk.column_path().string() == name)
+                .unwrap();
+            chunk.encodings().any(|e| e == Encoding::DELTA_BYTE_ARRAY)
+        };
+        assert!(!fell_back("anonymous_id"));
+        assert!(!fell_back("page_url"));
+        assert!(
+            fell_back("context"),
+            "the values do overflow the default dictionary"
         );
     }
 }

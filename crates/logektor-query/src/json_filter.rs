@@ -116,7 +116,7 @@ fn rewritten(conjunct: &Expr) -> Option<Expr> {
 }
 
 /// The text of a non-null string literal.
-fn text(value: &ScalarValue) -> Option<&str> {
+pub(crate) fn text(value: &ScalarValue) -> Option<&str> {
     match value {
         ScalarValue::Utf8(Some(text))
         | ScalarValue::Utf8View(Some(text))
@@ -269,7 +269,7 @@ impl JsonEquals {
 }
 
 /// `text` as a one-value array of `like`'s string type, for arrow's `contains` kernel.
-fn scalar_like(like: &ArrayRef, text: &str) -> Result<Scalar<ArrayRef>> {
+pub(crate) fn scalar_like(like: &ArrayRef, text: &str) -> Result<Scalar<ArrayRef>> {
     let one: ArrayRef = Arc::new(StringArray::from(vec![text]));
     Ok(Scalar::new(arrow::compute::cast(&one, like.data_type())?))
 }

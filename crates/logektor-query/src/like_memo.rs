@@ -23,9 +23,7 @@
 
 use std::sync::Arc;
 
-use arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, Scalar, StringArray, StringViewArray, UInt32Array,
-};
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Scalar, StringViewArray, UInt32Array};
 use arrow::buffer::BooleanBuffer;
 use arrow::compute::filter;
 use arrow::compute::kernels::boolean::not;
@@ -40,6 +38,8 @@ use datafusion::logical_expr::{
     Volatility,
 };
 use datafusion::optimizer::AnalyzerRule;
+
+use crate::json_filter::{scalar_like, text};
 
 /// Rows looked at before deciding whether a batch repeats enough to be worth the lookups.
 const PROBE_ROWS: usize = 1024;
@@ -98,16 +98,6 @@ fn rewritten(expr: &Expr) -> Option<Expr> {
         Arc::new(ScalarUDF::new_from_impl(memo)),
         vec![expr.as_ref().clone(), pattern.as_ref().clone()],
     )))
-}
-
-/// The text of a non-null string literal.
-fn text(value: &ScalarValue) -> Option<&str> {
-    match value {
-        ScalarValue::Utf8(Some(text))
-        | ScalarValue::Utf8View(Some(text))
-        | ScalarValue::LargeUtf8(Some(text)) => Some(text),
-        _ => None,
-    }
 }
 
 /// `value [NOT] [I]LIKE pattern` answered once per distinct view (see the [module docs](self)).
@@ -271,12 +261,6 @@ fn required_text(pattern: &str) -> Option<&str> {
         .split(['%', '_'])
         .max_by_key(|piece| piece.len())
         .filter(|piece| !piece.is_empty())
-}
-
-/// `text` as a one-value array of `like`'s string type, for arrow's kernels.
-fn scalar_like(like: &ArrayRef, text: &str) -> Result<Scalar<ArrayRef>> {
-    let one: ArrayRef = Arc::new(StringArray::from(vec![text]));
-    Ok(Scalar::new(arrow::compute::cast(&one, like.data_type())?))
 }
 
 #[cfg(test)]

@@ -45,10 +45,9 @@ use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode, Tr
 use datafusion::common::{Result, internal_err};
 use datafusion::config::ConfigOptions;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::physical_expr::expressions::Literal;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
-use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
+use datafusion::physical_plan::aggregates::AggregateExec;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -57,6 +56,7 @@ use datafusion::physical_plan::{
     Partitioning, PlanProperties, ReplaceChildrenOptions,
 };
 use futures::StreamExt;
+use logektor_table::is_partial_row_count;
 
 /// A partition whose first batch averages shorter runs (or, counting batch groups, fewer rows
 /// per distinct key tuple) than this goes to the hash aggregate.
@@ -106,22 +106,10 @@ fn counts_by_runs(aggregate: &AggregateExec) -> bool {
         expr.data_type(&input)
             .is_ok_and(|data_type| exact_equality(&data_type))
     });
-    let counts_only = aggregate.aggr_expr().iter().all(|expr| {
-        expr.fun().name() == "count"
-            && !expr.is_distinct()
-            && expr.order_bys().is_empty()
-            && matches!(expr.expressions().as_slice(), [arg]
-                if arg.downcast_ref::<Literal>().is_some_and(|l| !l.value().is_null()))
-    });
-    matches!(aggregate.mode(), AggregateMode::Partial)
+    is_partial_row_count(aggregate)
         && matches!(aggregate.input_order_mode(), InputOrderMode::Linear)
-        && !group_by.has_grouping_set()
         && !group_by.expr().is_empty()
         && exact_keys
-        && aggregate.limit_options().is_none()
-        && aggregate.filter_expr().iter().all(Option::is_none)
-        && !aggregate.aggr_expr().is_empty()
-        && counts_only
         // The group columns, then one state (the count) per aggregate.
         && aggregate.schema().fields().len() == group_by.expr().len() + aggregate.aggr_expr().len()
 }
@@ -510,17 +498,12 @@ fn tokens<'a>(key: &'a ArrayRef, owned: &mut Vec<u128>) -> Option<Option<&'a [u1
                 return None;
             }
         }
-        DataType::Boolean
-        | DataType::Int8
-        | DataType::Int16
-        | DataType::Int32
-        | DataType::Int64
-        | DataType::UInt8
-        | DataType::UInt16
-        | DataType::UInt32
-        | DataType::Date32
-        | DataType::Date64
-        | DataType::Timestamp(..) => {
+        // Lossless as 64-bit integers: not UInt64, whose upper half would not cast.
+        data_type
+            if exact_equality(data_type)
+                && !data_type.is_string()
+                && !matches!(data_type, DataType::UInt64) =>
+        {
             let values = cast(key, &DataType::Int64).ok()?;
             let values = values.as_primitive::<Int64Type>();
             owned.extend(

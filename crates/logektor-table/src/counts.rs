@@ -38,6 +38,7 @@ use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::physical_plan::FileScanConfig;
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::Result;
+use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion::physical_expr::expressions::{
     BinaryExpr, CaseExpr, CastExpr, Column, InListExpr, IsNotNullExpr, IsNullExpr, LikeExpr,
     Literal, NegativeExpr, NotExpr, TryCastExpr,
@@ -91,24 +92,29 @@ impl PhysicalOptimizerRule for CountFromFileIndex {
     }
 }
 
-/// `aggregate` with the inputs whose counts the file index knows replaced by those counts, or
-/// `None` where the rule does not apply.
-fn counted(aggregate: &AggregateExec) -> Result<Option<Arc<dyn ExecutionPlan>>> {
-    if !matches!(aggregate.mode(), AggregateMode::Partial)
-        || aggregate.group_expr().has_grouping_set()
-        || aggregate.limit_options().is_some()
-        || aggregate.filter_expr().iter().any(Option::is_some)
-    {
-        return Ok(None);
-    }
-    let counts_only = aggregate.aggr_expr().iter().all(|expr| {
+/// Whether `aggregate` is a partial aggregate (no grouping sets, limit or `FILTER` clauses)
+/// whose aggregates are one or more `count(<non-null literal>)`, how `count(*)` is planned: its
+/// states are row counts, which a rewrite may compute any way it likes.
+pub fn is_partial_row_count(aggregate: &AggregateExec) -> bool {
+    let counts_rows = |expr: &Arc<AggregateFunctionExpr>| {
         expr.fun().name() == "count"
             && !expr.is_distinct()
             && expr.order_bys().is_empty()
             && matches!(expr.expressions().as_slice(), [arg]
                 if arg.downcast_ref::<Literal>().is_some_and(|l| !l.value().is_null()))
-    });
-    if !counts_only || aggregate.aggr_expr().is_empty() {
+    };
+    matches!(aggregate.mode(), AggregateMode::Partial)
+        && !aggregate.group_expr().has_grouping_set()
+        && aggregate.limit_options().is_none()
+        && aggregate.filter_expr().iter().all(Option::is_none)
+        && !aggregate.aggr_expr().is_empty()
+        && aggregate.aggr_expr().iter().all(counts_rows)
+}
+
+/// `aggregate` with the inputs whose counts the file index knows replaced by those counts, or
+/// `None` where the rule does not apply.
+fn counted(aggregate: &AggregateExec) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    if !is_partial_row_count(aggregate) {
         return Ok(None);
     }
     let Some(group_columns) = aggregate

@@ -26,7 +26,7 @@ mod table;
 #[cfg(test)]
 mod testing;
 
-pub use counts::CountFromFileIndex;
+pub use counts::{CountFromFileIndex, is_partial_row_count};
 pub use layout::{
     Merged, SortedMerge, SortedRows, WRITE_CHUNK_ROWS, flush_writer_properties, writer_properties,
 };

@@ -19,6 +19,7 @@
 
 mod counts;
 pub mod faults;
+mod gather;
 mod layout;
 pub mod maintenance;
 mod scan;
@@ -27,6 +28,7 @@ mod table;
 mod testing;
 
 pub use counts::{CountFromFileIndex, is_partial_row_count};
+pub use gather::gather;
 pub use layout::{
     Merged, SortedMerge, SortedRows, WRITE_CHUNK_ROWS, flush_writer_properties, writer_properties,
 };

@@ -9,13 +9,12 @@
 
 use std::hint::black_box;
 
-use arrow::compute::interleave_record_batch;
 use arrow::record_batch::RecordBatch;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use logektor_event::segment::ParsedBody;
 use logektor_event::{Endpoint, RequestMeta, to_record_batch};
 use logektor_loadgen::traffic;
-use logektor_table::{SortedRows, WRITE_CHUNK_ROWS, flush_writer_properties, gather};
+use logektor_table::{SortedRows, WRITE_CHUNK_ROWS, flush_writer_properties};
 use logektor_wal::{Wal, WalConfig};
 use parquet::arrow::ArrowWriter;
 
@@ -110,44 +109,5 @@ fn parquet_encode(c: &mut Criterion) {
     group.finish();
 }
 
-/// The flush's sorted gather alone: the rows of buffered batches copied into sorted chunks, over
-/// as many rows as a flush at full load holds, so the buffer is far larger than the caches
-/// (what makes the gather's cost in a profile).
-fn flush_gather(c: &mut Criterion) {
-    let requests: Vec<RecordBatch> = (0..2000)
-        .map(|i| decode_batch(&batch_body(300 + i as u64, i * BATCH)))
-        .collect();
-    // Between flushes the buffer merges request batches into batches of up to 64k rows.
-    let batches: Vec<RecordBatch> = requests
-        .chunks(640)
-        .map(|run| arrow::compute::concat_batches(&run[0].schema(), run).unwrap())
-        .collect();
-    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
-    let sorted = SortedRows::new(&batches).unwrap();
-    let mut group = c.benchmark_group("flush_gather");
-    group.throughput(Throughput::Elements(rows as u64));
-    group.sample_size(10);
-    let refs: Vec<&RecordBatch> = batches.iter().collect();
-    group.bench_function("arrow_interleave_200k_rows", |b| {
-        b.iter(|| {
-            sorted
-                .order()
-                .chunks(WRITE_CHUNK_ROWS)
-                .map(|chunk| interleave_record_batch(&refs, chunk).unwrap().num_rows())
-                .sum::<usize>()
-        })
-    });
-    group.bench_function("gather_200k_rows", |b| {
-        b.iter(|| {
-            sorted
-                .order()
-                .chunks(WRITE_CHUNK_ROWS)
-                .map(|chunk| gather(&refs, chunk).unwrap().num_rows())
-                .sum::<usize>()
-        })
-    });
-    group.finish();
-}
-
-criterion_group!(benches, decode, wal_append, parquet_encode, flush_gather);
+criterion_group!(benches, decode, wal_append, parquet_encode);
 criterion_main!(benches);

@@ -4,7 +4,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 
 use arrow::array::{Array, ArrayRef, AsArray, Date32Array, StringArray, TimestampMicrosecondArray};
-use arrow::compute::concat;
+use arrow::compute::{concat, interleave_record_batch};
 use arrow::datatypes::{DataType, Date32Type, TimestampMicrosecondType};
 use arrow::record_batch::RecordBatch;
 use arrow::row::{OwnedRow, RowConverter, Rows, SortField};
@@ -19,7 +19,6 @@ use parquet::file::properties::{
 };
 
 use crate::Result;
-use crate::gather::gather;
 
 /// Rows per Parquet row group: large enough for good compression and cheap metadata, small
 /// enough that time-range filters skip most of a file (the figure Parseable, OpenObserve and
@@ -104,17 +103,12 @@ impl<'a> SortedRows<'a> {
         self.order.len()
     }
 
-    /// `(batch, row)` of each row, in sorted order.
-    pub fn order(&self) -> &[(usize, usize)] {
-        &self.order
-    }
-
     /// The sorted rows in batches of at most `rows`.
     pub fn chunks(&self, rows: usize) -> impl Iterator<Item = Result<RecordBatch>> + '_ {
         let refs: Vec<&RecordBatch> = self.batches.iter().collect();
         self.order
             .chunks(rows.max(1))
-            .map(move |chunk| Ok(gather(&refs, chunk)?))
+            .map(move |chunk| Ok(interleave_record_batch(&refs, chunk)?))
     }
 }
 
@@ -376,7 +370,7 @@ impl<I: Iterator<Item = Result<RecordBatch>>> SortedMerge<I> {
             return Ok(Merged::Done);
         }
         let refs: Vec<&RecordBatch> = self.arena.iter().collect();
-        let chunk = gather(&refs, &picks)?;
+        let chunk = interleave_record_batch(&refs, &picks)?;
         self.release_spent_batches();
         Ok(Merged::Chunk(chunk))
     }

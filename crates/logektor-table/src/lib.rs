@@ -19,7 +19,6 @@
 
 mod counts;
 pub mod faults;
-mod gather;
 mod layout;
 pub mod maintenance;
 mod scan;
@@ -28,7 +27,6 @@ mod table;
 mod testing;
 
 pub use counts::{CountFromFileIndex, is_partial_row_count};
-pub use gather::gather;
 pub use layout::{
     Merged, SortedMerge, SortedRows, WRITE_CHUNK_ROWS, flush_writer_properties, writer_properties,
 };

@@ -109,5 +109,36 @@ fn parquet_encode(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, decode, wal_append, parquet_encode);
+/// The flush's sorted gather alone: the rows of buffered batches copied into sorted chunks, over
+/// as many rows as a flush at full load holds, so the rows span far more memory than the caches
+/// (what makes the gather's cost in a profile).
+fn flush_gather(c: &mut Criterion) {
+    let requests: Vec<RecordBatch> = (0..200)
+        .map(|i| decode_batch(&batch_body(300 + i as u64, i * BATCH)))
+        .collect();
+    // Between flushes the buffer merges request batches into batches of up to 64k rows; each
+    // merged batch is a fresh copy, so 2,000 requests' rows lie apart in memory as in a flush.
+    let batches: Vec<RecordBatch> = (0..2000)
+        .map(|i| requests[(i * 7) % requests.len()].clone())
+        .collect::<Vec<_>>()
+        .chunks(640)
+        .map(|run| arrow::compute::concat_batches(&run[0].schema(), run).unwrap())
+        .collect();
+    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    let sorted = SortedRows::new(&batches).unwrap();
+    let mut group = c.benchmark_group("flush_gather");
+    group.throughput(Throughput::Elements(rows as u64));
+    group.sample_size(10);
+    group.bench_function("gather_200k_rows", |b| {
+        b.iter(|| {
+            sorted
+                .chunks(WRITE_CHUNK_ROWS)
+                .map(|chunk| chunk.unwrap().num_rows())
+                .sum::<usize>()
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, decode, wal_append, parquet_encode, flush_gather);
 criterion_main!(benches);

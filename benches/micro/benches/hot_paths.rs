@@ -3,7 +3,9 @@
 //! - `decode`: a 100-event Segment batch body → validated events → one Arrow record batch;
 //! - `wal_append`: 64 concurrent appends of one such body each, as one fsync'd group commit;
 //! - `parquet_encode`: buffered 100-row batches → sorted chunks → a Parquet file in memory,
-//!   with the table's writer settings (what a flush does before its commit).
+//!   with the table's writer settings (what a flush does before its commit);
+//! - `flush_gather`: the sorted gather of that flush alone, over a full-load flush's worth of
+//!   rows, which no longer fit in the caches.
 //!
 //! `cargo bench -p logektor-micro` (release); `cargo test` runs each once as a smoke test.
 

@@ -1,4 +1,4 @@
-//! criterion micro-benchmarks of the three hot paths of ingest, on the load generator's traffic:
+//! criterion micro-benchmarks of the hot paths of ingest, on the load generator's traffic:
 //!
 //! - `decode`: a 100-event Segment batch body → validated events → one Arrow record batch;
 //! - `wal_append`: 64 concurrent appends of one such body each, as one fsync'd group commit;

@@ -17,6 +17,7 @@ use futures::StreamExt;
 use logektor_table::{CountFromFileIndex, TableSnapshot};
 use tokio::time::Instant;
 
+use crate::distinct_views::DistinctViews;
 use crate::error::{QueryError, Result};
 use crate::json_filter::JsonEqualsFilter;
 use crate::like_memo::MemoizedLike;
@@ -167,6 +168,8 @@ impl QueryEngine {
             .with_analyzer_rule(Arc::new(JsonEqualsFilter))
             // url LIKE '%…%' matches each distinct value of a batch once.
             .with_analyzer_rule(Arc::new(MemoizedLike))
+            // count(DISTINCT text) skips rows repeating a dictionary entry it already counted.
+            .with_analyzer_rule(Arc::new(DistinctViews))
             .build();
         let mut ctx = SessionContext::new_with_state(state);
         // json_get_str(properties, 'plan'), properties->>'plan', … over the JSON text columns.

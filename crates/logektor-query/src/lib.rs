@@ -13,6 +13,8 @@
 //!   every reference).
 //! - [`functions`] replaces DataFusion functions where ours give the same answers faster
 //!   (`date_trunc` in UTC).
+//! - [`distinct_views`] counts distinct text past rows that repeat a dictionary entry already
+//!   counted (equal dictionary-decoded strings share one address).
 //! - [`json_filter`] answers `json_as_text(doc, key) = 'value'` in filters with a substring
 //!   search first and the JSON parser only on the documents that can match.
 //! - [`like_memo`] matches `LIKE '%…%'` in filters once per distinct value of a batch (equal
@@ -25,6 +27,7 @@
 //! Invariant: the query path never writes: no DDL, DML, COPY or SET, no file-reading table
 //! functions or URL tables; spilling only to the engine's own bounded temporary files.
 
+pub mod distinct_views;
 mod engine;
 mod error;
 pub mod format;

@@ -17,6 +17,7 @@ use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::properties::{
     EnabledStatistics, WriterProperties, WriterPropertiesBuilder, WriterVersion,
 };
+use parquet::schema::types::ColumnPath;
 
 use crate::Result;
 
@@ -469,8 +470,24 @@ pub fn flush_writer_properties() -> WriterProperties {
 /// down to the ids it holds: ~1.2 bytes per event.
 const ID_BLOOM_FPP: f64 = 0.01;
 
+/// Settings both kinds of files share.
+///
+/// Timestamps are mostly distinct (milliseconds), so a dictionary held nearly every value
+/// once more: 6.0 bytes per event for `timestamp` on the benchmark table. Sorted by time
+/// within each event name, they differ little from their neighbours, and
+/// `DELTA_BINARY_PACKED` stores those differences: 3.6 bytes per event, and reading is twice as
+/// fast (no dictionary to gather from).
 fn builder(zstd_level: i32, id_dictionary: bool) -> WriterPropertiesBuilder {
-    WriterProperties::builder()
+    let mut builder = WriterProperties::builder();
+    for field in events_schema().fields() {
+        if matches!(field.data_type(), DataType::Timestamp(..)) {
+            let column = ColumnPath::from(field.name().as_str());
+            builder = builder
+                .set_column_dictionary_enabled(column.clone(), false)
+                .set_column_encoding(column, Encoding::DELTA_BINARY_PACKED);
+        }
+    }
+    builder
         .set_column_dictionary_enabled("message_id".into(), id_dictionary)
         // Ids are random, so min/max statistics cannot rule a row group out for a lookup by id
         // (`message_id = '…'`: did my event arrive?); a bloom filter can, and DataFusion reads it.
@@ -623,5 +640,61 @@ mod tests {
             fell_back("context"),
             "the values do overflow the default dictionary"
         );
+    }
+
+    /// Timestamps, which rarely repeat, are stored as packed differences in both kinds of
+    /// files, with no dictionary, and read back as written.
+    #[test]
+    fn timestamps_are_delta_packed_without_a_dictionary() {
+        use arrow::datatypes::{Field, Schema};
+        use logektor_event::schema::timestamp_type;
+        use parquet::arrow::ArrowWriter;
+        use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+        // Runs of rising milliseconds, as the sort order leaves them, with nulls in `sent_at`.
+        let micros: Vec<i64> = (0..50_000i64)
+            .map(|i| 1_714_600_000_000_000 + (i % 977) * 3_600_000_000 / 977 + i / 977 * 1_000)
+            .collect();
+        let stamps = TimestampMicrosecondArray::from(micros.clone()).with_timezone("UTC");
+        let sent = TimestampMicrosecondArray::from(
+            micros
+                .iter()
+                .map(|&m| (m % 3 != 0).then_some(m - 250_000))
+                .collect::<Vec<_>>(),
+        )
+        .with_timezone("UTC");
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("timestamp", timestamp_type(), false),
+            Field::new("sent_at", timestamp_type(), true),
+        ]));
+        let batch =
+            RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(stamps), Arc::new(sent)])
+                .unwrap();
+        for properties in [writer_properties(), flush_writer_properties()] {
+            let mut bytes = Vec::new();
+            let mut writer =
+                ArrowWriter::try_new(&mut bytes, Arc::clone(&schema), Some(properties)).unwrap();
+            writer.write(&batch).unwrap();
+            writer.close().unwrap();
+
+            let reader =
+                ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes)).unwrap();
+            for chunk in reader.metadata().row_group(0).columns() {
+                let encodings: Vec<Encoding> = chunk.encodings().collect();
+                assert!(
+                    encodings.contains(&Encoding::DELTA_BINARY_PACKED),
+                    "{}: {encodings:?}",
+                    chunk.column_path()
+                );
+                assert!(
+                    chunk.dictionary_page_offset().is_none(),
+                    "{}: {encodings:?}",
+                    chunk.column_path()
+                );
+            }
+            let read: Vec<RecordBatch> = reader.build().unwrap().map(Result::unwrap).collect();
+            let read = arrow::compute::concat_batches(&schema, &read).unwrap();
+            assert_eq!(read, batch);
+        }
     }
 }

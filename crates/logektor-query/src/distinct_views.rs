@@ -22,8 +22,11 @@
 //! takes 10–15% less time.
 //!
 //! [`DistinctViews`], an analyzer rule, replaces `count(DISTINCT x)` of a text `x` (no
-//! `FILTER`, no `ORDER BY`) in aggregates without `GROUP BY`, under the original name. With
-//! groups, DataFusion's own rewrite into a two-level `GROUP BY` is left to work. The state
+//! `FILTER`, no `ORDER BY`) in aggregates without `GROUP BY`, under the original name. Grouped
+//! ones are left to DataFusion: it rewrites them into a two-level `GROUP BY` where every
+//! aggregate is distinct over one argument, and with a `count(*)` beside them, a dedup per
+//! group's accumulator measured no faster (the `events_per_day` report: 1.21 against 1.24 s of
+//! partial-aggregate compute). The state
 //! and the final count are those of DataFusion's `count(DISTINCT)`.
 
 use std::sync::Arc;

@@ -370,6 +370,7 @@ mod tests {
     use parquet::file::properties::WriterProperties;
 
     use super::*;
+    use crate::test_support::run_with_plan;
 
     /// The i-th of a set of ids: long (UUID-shaped), short (inline in a view) and empty.
     fn id(i: usize) -> Option<String> {
@@ -531,14 +532,7 @@ mod tests {
     }
 
     async fn answer(ctx: &SessionContext, sql: &str) -> (Vec<i64>, String) {
-        let frame = ctx.sql(sql).await.unwrap();
-        let plan = frame
-            .clone()
-            .into_optimized_plan()
-            .unwrap()
-            .display_indent()
-            .to_string();
-        let batches = frame.collect().await.unwrap();
+        let (batches, plan) = run_with_plan(ctx, sql).await;
         let row = batches.iter().find(|b| b.num_rows() > 0).expect("one row");
         let values = row
             .columns()

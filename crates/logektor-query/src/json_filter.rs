@@ -285,6 +285,7 @@ fn without_nulls(array: &BooleanArray) -> BooleanArray {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::run_with_plan;
     use arrow::array::StringViewArray;
     use arrow::datatypes::Schema;
     use arrow::record_batch::RecordBatch;
@@ -341,14 +342,7 @@ mod tests {
     }
 
     async fn prices(ctx: &SessionContext, sql: &str) -> (Vec<i64>, String) {
-        let frame = ctx.sql(sql).await.unwrap();
-        let plan = frame
-            .clone()
-            .into_optimized_plan()
-            .unwrap()
-            .display_indent()
-            .to_string();
-        let batches = frame.collect().await.unwrap();
+        let (batches, plan) = run_with_plan(ctx, sql).await;
         let mut prices: Vec<i64> = batches
             .iter()
             .flat_map(|b| {

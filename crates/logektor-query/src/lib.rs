@@ -41,6 +41,8 @@ pub mod reports;
 pub mod request;
 pub mod run_count;
 mod shared;
+#[cfg(test)]
+mod test_support;
 
 pub use engine::{
     EventsSource, EventsView, QueryConfig, QueryEngine, QueryStream, StaticSource,

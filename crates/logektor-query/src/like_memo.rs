@@ -266,6 +266,7 @@ fn required_text(pattern: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::run_with_plan;
     use arrow::datatypes::{Field, Schema};
     use arrow::record_batch::RecordBatch;
     use datafusion::datasource::MemTable;
@@ -376,17 +377,8 @@ mod tests {
     }
 
     async fn ids(ctx: &SessionContext, sql: &str) -> (Vec<i64>, String) {
-        let frame = ctx.sql(sql).await.unwrap();
-        let plan = frame
-            .clone()
-            .into_optimized_plan()
-            .unwrap()
-            .display_indent()
-            .to_string();
-        let mut ids: Vec<i64> = frame
-            .collect()
-            .await
-            .unwrap()
+        let (batches, plan) = run_with_plan(ctx, sql).await;
+        let mut ids: Vec<i64> = batches
             .iter()
             .flat_map(|b| {
                 let ids = b.column(0).as_primitive::<arrow::datatypes::Int64Type>();

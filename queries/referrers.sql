@@ -16,8 +16,7 @@ identified AS (
     WHERE anonymous_id IS NOT NULL AND user_id IS NOT NULL GROUP BY anonymous_id
 ),
 activity AS (
-    SELECT s.message_id, s.type, s.referrer_host, CAST(s.timestamp AS BIGINT) AS ts,
-           regexp_replace(regexp_replace(lower(coalesce(s.page_url, '')), '^[a-z]+://([^@/]*@)?(www\.)?', ''), '[/:?#].*$', '') AS own_host,
+    SELECT s.message_id, s.type, s.referrer_host, s.page_url, CAST(s.timestamp AS BIGINT) AS ts,
            coalesce(s.user_id, i.known_user, s.anonymous_id) AS visitor
     FROM identified i RIGHT JOIN scoped s ON s.anonymous_id = i.anonymous_id
     WHERE s.type IN ('page', 'screen', 'track')
@@ -48,7 +47,10 @@ firsts AS (
 ),
 entries AS (
     -- Sessions that start within the range; one running at its start belongs to the range before.
-    SELECT visitor, CASE WHEN referrer_host IS NULL OR referrer_host = '' OR lower(referrer_host) = own_host
+    -- (The page's own host only here, for the entries: a regular expression per event costs more
+    -- than the windows.)
+    SELECT visitor, CASE WHEN referrer_host IS NULL OR referrer_host = ''
+                           OR lower(referrer_host) = regexp_replace(regexp_replace(lower(coalesce(page_url, '')), '^[a-z]+://([^@/]*@)?(www\.)?', ''), '[/:?#].*$', '')
                            THEN 'Direct / None' ELSE referrer_host END AS referrer
     FROM firsts
     WHERE type = 'page' AND pages = pages_before + 1 AND started >= CAST($from AS BIGINT)

@@ -23,6 +23,7 @@ use crate::json_filter::JsonEqualsFilter;
 use crate::like_memo::MemoizedLike;
 use crate::provider::{EventsProvider, Scope};
 use crate::run_count::RunCount;
+use crate::running_window::RunningWindow;
 use datafusion::logical_expr::LogicalPlan;
 
 /// A consistent view: a table snapshot and the buffered batches that snapshot does not hold.
@@ -164,6 +165,8 @@ impl QueryEngine {
             .with_physical_optimizer_rule(Arc::new(CountFromFileIndex))
             // count(*) grouped by columns that arrive in runs (the sort order): a row per run.
             .with_physical_optimizer_rule(Arc::new(RunCount))
+            // lag and running sum/max/min over sorted partitions: one pass, not per partition.
+            .with_physical_optimizer_rule(Arc::new(RunningWindow))
             // json_as_text(doc, key) = 'value' parses only documents that contain the value.
             .with_analyzer_rule(Arc::new(JsonEqualsFilter))
             // url LIKE '%…%' matches each distinct value of a batch once.

@@ -21,6 +21,8 @@
 //!   dictionary-decoded strings share one view).
 //! - [`run_count`] answers a partial `count(*) … GROUP BY` with one row per run of equal keys
 //!   where the table's sort order leaves them in runs.
+//! - [`running_window`] computes `lag` and running `sum`/`max`/`min` windows over sorted
+//!   partitions in one pass per batch (the session reports' windows).
 //! - [`format`] encodes result batches as JSON, NDJSON, CSV, Arrow IPC or Parquet, one chunk per
 //!   batch so large results stream.
 //!
@@ -40,6 +42,7 @@ pub mod provider;
 pub mod reports;
 pub mod request;
 pub mod run_count;
+pub mod running_window;
 mod shared;
 #[cfg(test)]
 mod test_support;

@@ -349,7 +349,7 @@ impl Counter {
     }
 }
 
-fn recompute() -> ReplaceChildrenOptions {
+pub(crate) fn recompute() -> ReplaceChildrenOptions {
     ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute)
 }
 
@@ -369,7 +369,21 @@ fn runs_of(keys: &[ArrayRef]) -> Result<Vec<std::ops::Range<usize>>> {
     if rows == 0 {
         return Ok(vec![]);
     }
-    // Bit i: row i + 1 starts a new run.
+    let changes = key_changes(keys)?;
+    let mut runs = Vec::new();
+    let mut start = 0;
+    for change in changes.set_indices() {
+        runs.push(start..change + 1);
+        start = change + 1;
+    }
+    runs.push(start..rows);
+    Ok(runs)
+}
+
+/// Bit i: row i + 1 of `keys` (at least one row) differs from row i in some key (NULLs equal
+/// to each other).
+pub(crate) fn key_changes(keys: &[ArrayRef]) -> Result<BooleanBuffer> {
+    let rows = keys.first().map_or(0, |k| k.len());
     let mut changes = BooleanBuffer::new_unset(rows - 1);
     for key in keys {
         let changed = match key.data_type() {
@@ -381,14 +395,7 @@ fn runs_of(keys: &[ArrayRef]) -> Result<Vec<std::ops::Range<usize>>> {
         };
         changes = &changes | &changed;
     }
-    let mut runs = Vec::new();
-    let mut start = 0;
-    for change in changes.set_indices() {
-        runs.push(start..change + 1);
-        start = change + 1;
-    }
-    runs.push(start..rows);
-    Ok(runs)
+    Ok(changes)
 }
 
 /// Where a string differs from the one before it. Equal views are equal strings without a

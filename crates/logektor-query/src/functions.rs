@@ -8,10 +8,19 @@
 //! in UTC an hour, a day and a week have fixed lengths, so truncation is one remainder per value.
 //! Everything else (other units, other time zones, scalars, times) goes to DataFusion's
 //! function unchanged, and a differential test holds the two to the same answers.
+//!
+//! [`ConstantListPosition`] replaces `array_position` with the same function plus a fast path
+//! for a constant list searched for each row's value, as the funnel report does
+//! (`array_position(string_to_array($steps, ','), event)`). DataFusion 55 repeats the constant
+//! list once per row and compares each row's value with its own copy (a slice, a comparison
+//! kernel and a bitmap per row: about a tenth of the funnel's CPU); with the list constant, one
+//! comparison of the whole column per list element gives every row's first match. Lists longer
+//! than [`MAX_CONSTANT_LIST`], a start position, or anything else go to DataFusion's function.
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, PrimitiveArray};
+use arrow::array::{Array, ArrayRef, PrimitiveArray, Scalar, UInt64Array};
+use arrow::compute::kernels::cmp::not_distinct;
 use arrow::datatypes::{
     ArrowTimestampType, DataType, FieldRef, TimeUnit, TimestampMicrosecondType,
     TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType,
@@ -19,6 +28,7 @@ use arrow::datatypes::{
 use arrow::error::ArrowError;
 use datafusion::common::{Result, ScalarValue};
 use datafusion::functions::datetime::date_trunc::DateTruncFunc;
+use datafusion::functions_nested::position::ArrayPosition;
 use datafusion::logical_expr::sort_properties::{ExprProperties, SortProperties};
 use datafusion::logical_expr::{
     ColumnarValue, Documentation, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl,
@@ -28,6 +38,7 @@ use datafusion::logical_expr::{
 /// Registers this module's functions on `ctx`, replacing DataFusion's of the same names.
 pub(crate) fn register(ctx: &datafusion::prelude::SessionContext) {
     ctx.register_udf(ScalarUDF::new_from_impl(UtcDateTrunc::default()));
+    ctx.register_udf(ScalarUDF::new_from_impl(ConstantListPosition::default()));
 }
 
 /// `date_trunc`, with a fast path for `hour`, `day` and `week` in UTC (see the module docs).
@@ -166,9 +177,93 @@ fn truncate<T: ArrowTimestampType>(
     Some(Arc::new(truncated.with_timezone_opt(values.timezone())))
 }
 
+/// `array_position`, with a fast path for a constant list (see the module docs). Like
+/// [`UtcDateTrunc`], it delegates everything else to DataFusion's function.
+#[derive(Debug, Default, PartialEq, Eq, Hash)]
+pub struct ConstantListPosition {
+    inner: ArrayPosition,
+}
+
+/// The longest constant list [`ConstantListPosition`] searches itself: one pass over the
+/// column per element.
+pub const MAX_CONSTANT_LIST: usize = 64;
+
+impl ScalarUDFImpl for ConstantListPosition {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn signature(&self) -> &Signature {
+        self.inner.signature()
+    }
+
+    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
+        self.inner.return_type(arg_types)
+    }
+
+    fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
+        self.inner.return_field_from_args(args)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        if let Some(positions) = constant_list_position(&args.args)? {
+            return Ok(ColumnarValue::Array(positions));
+        }
+        self.inner.invoke_with_args(args)
+    }
+
+    fn aliases(&self) -> &[String] {
+        self.inner.aliases()
+    }
+
+    fn documentation(&self) -> Option<&Documentation> {
+        self.inner.documentation()
+    }
+}
+
+/// Each row's 1-based position of its value in the constant list (NULL matches NULL, as
+/// DataFusion compares), NULL where absent; `None` to leave the call to DataFusion's function.
+fn constant_list_position(args: &[ColumnarValue]) -> Result<Option<ArrayRef>> {
+    let [ColumnarValue::Scalar(list), ColumnarValue::Array(values)] = args else {
+        return Ok(None);
+    };
+    let elements = match list {
+        ScalarValue::List(list) if list.len() == 1 && list.is_valid(0) => list.value(0),
+        ScalarValue::LargeList(list) if list.len() == 1 && list.is_valid(0) => list.value(0),
+        _ => return Ok(None),
+    };
+    let searchable = elements.data_type() == values.data_type()
+        && !values.data_type().is_nested()
+        && elements.len() <= MAX_CONSTANT_LIST;
+    if !searchable {
+        return Ok(None);
+    }
+    let mut positions = vec![0u64; values.len()];
+    // Last element first, so the first match is what stays.
+    for index in (0..elements.len()).rev() {
+        let element = Scalar::new(elements.slice(index, 1));
+        let equal = not_distinct(values, &element)?;
+        for row in equal.values().set_indices() {
+            positions[row] = index as u64 + 1;
+        }
+    }
+    #[cfg(test)]
+    tests::FAST_CALLS.with(|calls| calls.set(calls.get() + 1));
+    let found = positions.iter().map(|&p| p != 0).collect();
+    Ok(Some(Arc::new(UInt64Array::new(
+        positions.into(),
+        Some(found),
+    ))))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    thread_local! {
+        /// Calls [`constant_list_position`] answered on this thread.
+        pub(super) static FAST_CALLS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
     use arrow::array::{RecordBatch, TimestampMicrosecondArray};
     use arrow::datatypes::{Field, Schema};
     use datafusion::prelude::SessionContext;
@@ -278,6 +373,105 @@ mod tests {
             Arc::new(TimestampMicrosecondArray::from(vec![Some(0)]).with_timezone("Europe/Berlin"));
         let week = ColumnarValue::Scalar(ScalarValue::Utf8(Some("week".into())));
         assert!(utc_fast_path(&[week, ColumnarValue::Array(berlin)]).is_none());
+    }
+
+    #[tokio::test]
+    async fn array_position_of_a_constant_list_gives_datafusion_s_answers() {
+        let names = arrow::array::StringArray::from_iter((0..5_000).map(|i: usize| {
+            (!i.is_multiple_of(7)).then(|| ["a", "b", "c", "", "Order Completed"][i % 5])
+        }));
+        let numbers = arrow::array::Int64Array::from_iter(
+            (0..5_000).map(|i: i64| (i % 11 != 0).then_some(i % 6)),
+        );
+        let batch = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![
+                Field::new("name", DataType::Utf8, true),
+                Field::new("n", DataType::Int64, true),
+            ])),
+            vec![Arc::new(names), Arc::new(numbers)],
+        )
+        .unwrap();
+        let queries = [
+            // (query, answered by the fast path)
+            (
+                "array_position(string_to_array('b,a,c,b', ','), name)",
+                true,
+            ),
+            ("array_position(['Order Completed', '', 'x'], name)", true),
+            ("array_position(['a', NULL, 'c'], name)", true),
+            ("list_position(make_array(3, 1, 3, 5), n)", true),
+            ("array_indexof([1, 2], n)", true),
+            ("array_position(CAST(NULL AS VARCHAR[]), name)", false),
+            (
+                "array_position(string_to_array('a,b,c', ','), name, 2)",
+                false,
+            ),
+            ("array_position(string_to_array(name, ','), 'a')", false),
+            ("array_position([name, 'b'], name)", false),
+        ];
+        for (call, taken) in queries {
+            let sql = format!("SELECT {call} AS p, name, n FROM t");
+            let answer = |with_ours: bool| {
+                let batch = batch.clone();
+                let sql = sql.clone();
+                async move {
+                    let ctx = SessionContext::new();
+                    if with_ours {
+                        register(&ctx);
+                    }
+                    ctx.register_batch("t", batch).unwrap();
+                    ctx.sql(&sql).await.unwrap().collect().await.unwrap()
+                }
+            };
+            let before = FAST_CALLS.with(|calls| calls.get());
+            let (ours, theirs) = (answer(true).await, answer(false).await);
+            let answered = FAST_CALLS.with(|calls| calls.get()) > before;
+            assert_eq!(answered, taken, "{call}: fast path taken");
+            assert_eq!(ours, theirs, "{call}");
+            assert_eq!(ours[0].schema(), theirs[0].schema());
+            let found = ours
+                .iter()
+                .map(|b| b.column(0).len() - b.column(0).null_count());
+            // Every call but the NULL list's finds values.
+            let found = found.sum::<usize>();
+            assert!(
+                found > 500 || call.contains("NULL AS"),
+                "{call} finds {found}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_constant_list_path_is_taken_only_where_it_answers() {
+        let list = ScalarValue::List(ScalarValue::new_list_nullable(
+            &[
+                ScalarValue::from("x"),
+                ScalarValue::from("y"),
+                ScalarValue::from("x"),
+            ],
+            &DataType::Utf8,
+        ));
+        let values: ArrayRef = Arc::new(arrow::array::StringArray::from(vec![
+            Some("x"),
+            Some("y"),
+            Some("z"),
+            None,
+        ]));
+        let args = [
+            ColumnarValue::Scalar(list.clone()),
+            ColumnarValue::Array(Arc::clone(&values)),
+        ];
+        let positions = constant_list_position(&args)
+            .unwrap()
+            .expect("a constant list");
+        let expected: ArrayRef = Arc::new(UInt64Array::from(vec![Some(1), Some(2), None, None]));
+        assert_eq!(&positions, &expected);
+        // A start position, or the list as the column, goes to DataFusion.
+        let from = ColumnarValue::Scalar(ScalarValue::Int64(Some(2)));
+        let three = [args[0].clone(), args[1].clone(), from];
+        assert!(constant_list_position(&three).unwrap().is_none());
+        let swapped = [ColumnarValue::Array(values), ColumnarValue::Scalar(list)];
+        assert!(constant_list_position(&swapped).unwrap().is_none());
     }
 
     #[tokio::test]

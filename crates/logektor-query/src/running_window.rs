@@ -582,6 +582,10 @@ mod tests {
                 format!("SELECT id, lead(x) OVER ({over}) FROM events"),
                 false,
             ),
+            (
+                format!("SELECT id, sum(x) FILTER (WHERE x > 0) OVER ({rows}) FROM events"),
+                false,
+            ),
         ];
         for (sql, rewritten) in cases {
             let (expected, before) = answer(false, &sql).await;

@@ -93,7 +93,7 @@ enum Function {
 }
 
 /// A window function and its argument.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Running {
     function: Function,
     argument: Arc<dyn PhysicalExpr>,
@@ -270,11 +270,7 @@ impl ExecutionPlan for RunningWindowExec {
         let metrics = BaselineMetrics::new(&self.metrics, partition);
         let mut scan = Scan {
             partition_by: self.window.window_expr()[0].partition_by().to_vec(),
-            functions: self
-                .functions
-                .iter()
-                .map(|f| (f.function, Arc::clone(&f.argument)))
-                .collect(),
+            functions: self.functions.clone(),
             schema: Arc::clone(&schema),
             last_keys: None,
             carried: vec![Carried::None; self.functions.len()],
@@ -304,7 +300,7 @@ enum Carried {
 /// One partition's pass: the functions, and what the last batch left.
 struct Scan {
     partition_by: Vec<Arc<dyn PhysicalExpr>>,
-    functions: Vec<(Function, Arc<dyn PhysicalExpr>)>,
+    functions: Vec<Running>,
     schema: SchemaRef,
     /// The last row's partition keys, one-row arrays.
     last_keys: Option<Vec<ArrayRef>>,
@@ -326,9 +322,9 @@ impl Scan {
         let starts = self.starts(&keys)?;
         self.last_keys = Some(keys.iter().map(|k| k.slice(rows - 1, 1)).collect());
         let mut columns = batch.columns().to_vec();
-        for ((function, argument), carried) in self.functions.iter().zip(&mut self.carried) {
-            let values = argument.evaluate(batch)?.into_array(rows)?;
-            columns.push(match function {
+        for (running, carried) in self.functions.iter().zip(&mut self.carried) {
+            let values = running.argument.evaluate(batch)?.into_array(rows)?;
+            columns.push(match running.function {
                 Function::Lag => lag(&values, &starts, carried)?,
                 Function::Sum => fold(&values, &starts, carried, i64::wrapping_add),
                 Function::Max => fold(&values, &starts, carried, i64::max),

@@ -28,15 +28,22 @@
 //! group's accumulator measured no faster (the `events_per_day` report: 1.21 against 1.24 s of
 //! partial-aggregate compute). The state
 //! and the final count are those of DataFusion's `count(DISTINCT)`.
+//!
+//! Behind the dedup, [`InlineDistinct`] keeps ids in canonical UUID text as 128-bit numbers in
+//! a set split by hash into cache-sized parts, and passes every other string on to
+//! DataFusion's set: `count(DISTINCT coalesce(user_id, anonymous_id))` over the benchmark
+//! table went from 0.59 to 0.54 s.
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, StringViewArray};
+use arrow::array::{Array, ArrayRef, AsArray, StringViewArray, UInt32Array};
 use arrow::buffer::{BooleanBuffer, Buffer};
 use arrow::compute::filter;
 use arrow::datatypes::{DataType, FieldRef};
+use datafusion::common::cast::as_list_array;
 use datafusion::common::tree_node::{Transformed, TransformedResult};
-use datafusion::common::{DFSchema, Result, ScalarValue};
+use datafusion::common::utils::SingleRowListArrayBuilder;
+use datafusion::common::{DFSchema, Result, ScalarValue, internal_err};
 use datafusion::config::ConfigOptions;
 use datafusion::functions_aggregate::count::count_udaf;
 use datafusion::logical_expr::expr::{AggregateFunction, AggregateFunctionParams};
@@ -186,11 +193,13 @@ impl AggregateUDFImpl for CountDistinctViews {
     }
 
     fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
-        let inner = count_udaf().accumulator(AccumulatorArgs {
+        let others = count_udaf().accumulator(AccumulatorArgs {
             is_distinct: true,
             ..args
         })?;
-        Ok(Box::new(ViewDedup::new(inner)))
+        Ok(Box::new(ViewDedup::new(Box::new(InlineDistinct::new(
+            others,
+        )))))
     }
 
     fn default_value(&self, _data_type: &DataType) -> Result<ScalarValue> {
@@ -357,6 +366,217 @@ impl Accumulator for ViewDedup {
     }
 }
 
+/// The 128 bits of a UUID in canonical text (36 bytes, lowercase hex digits, hyphens after
+/// the 8th, 12th, 16th and 20th digit); None for any other string. Each such string has its
+/// own number and [`uuid_text`] gives it back.
+fn uuid_bits(text: &[u8]) -> Option<u128> {
+    const HYPHENS: [usize; 4] = [8, 13, 18, 23];
+    const fn digits() -> [u8; 256] {
+        let mut table = [0xff; 256];
+        let mut byte = 0;
+        while byte < 256 {
+            table[byte] = match byte as u8 {
+                b'0'..=b'9' => byte as u8 - b'0',
+                b'a'..=b'f' => byte as u8 - b'a' + 10,
+                _ => 0xff,
+            };
+            byte += 1;
+        }
+        table
+    }
+    static DIGITS: [u8; 256] = digits();
+    if text.len() != 36 || HYPHENS.iter().any(|&at| text[at] != b'-') {
+        return None;
+    }
+    let mut bits = 0u128;
+    let mut invalid = 0u8;
+    for (at, &byte) in text.iter().enumerate() {
+        if HYPHENS.contains(&at) {
+            continue;
+        }
+        let digit = DIGITS[usize::from(byte)];
+        invalid |= digit;
+        bits = (bits << 4) | u128::from(digit & 0x0f);
+    }
+    // Every digit is below 16; 0xff marks a byte that is not one.
+    (invalid < 16).then_some(bits)
+}
+
+/// The canonical text of a UUID's bits, as [`uuid_bits`] read it.
+fn uuid_text(bits: u128) -> String {
+    let hex = format!("{bits:032x}");
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
+}
+
+/// The set of a `count(DISTINCT text)` that keeps UUIDs as 16-byte numbers.
+///
+/// DataFusion's set for `Utf8View` stores each string once in a buffer of its own and keeps
+/// the hash table's entries small, so every hit (most rows: ten million events hold ~320,000
+/// visitors) reads the stored copy at another random place to compare it. A profile of
+/// `count(DISTINCT coalesce(user_id, anonymous_id))` spent 36% of the query's CPU in that
+/// `memcmp`. Anonymous ids are UUIDs as a rule (Segment's and PostHog's SDKs make them so),
+/// and a UUID's canonical text is one 128-bit number: this set keeps those numbers in the
+/// table's entries (one random read per row, in a table a third the size of one holding the
+/// text) and passes every other string on to DataFusion's accumulator. A string is in exactly
+/// one of the two sets (canonical UUID text or not), so the count is the sum of theirs. The
+/// state is DataFusion's (a list of the strings), so partial states from either accumulator
+/// merge into the other.
+#[derive(Debug)]
+pub struct InlineDistinct {
+    uuids: UuidSet,
+    others: Box<dyn Accumulator>,
+}
+
+/// Parts a [`UuidSet`] is split into, and the numbers each gathers before they go into its
+/// table.
+const UUID_PARTS: usize = 64;
+const UUID_PENDING: usize = 1024;
+
+/// A set of UUIDs split by hash into [`UUID_PARTS`] tables that are each small enough to stay
+/// in the CPU's cache while numbers go into them.
+///
+/// One table of 320,000 UUIDs (a month of visitors) takes 8 MiB, and inserting into it costs a
+/// cache miss per row: 45% of [`InlineDistinct`]'s time in a profile. Here a number is first
+/// appended to its part's short list (64 lists, written in sequence), and a full list goes
+/// into its part's table, an 1/64th of the whole, in one go.
+#[derive(Debug)]
+struct UuidSet {
+    tables: Vec<hashbrown::HashSet<u128>>,
+    pending: Vec<Vec<u128>>,
+}
+
+impl UuidSet {
+    fn new() -> Self {
+        Self {
+            tables: (0..UUID_PARTS).map(|_| hashbrown::HashSet::new()).collect(),
+            pending: (0..UUID_PARTS)
+                .map(|_| Vec::with_capacity(UUID_PENDING))
+                .collect(),
+        }
+    }
+
+    fn insert(&mut self, bits: u128) {
+        // The part: the top bits of a multiplicative hash of both halves (UUIDs of one kind
+        // share their version bits, and time-ordered ones their leading bits).
+        let mixed = ((bits as u64) ^ ((bits >> 64) as u64).rotate_left(29))
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let part = (mixed >> (64 - UUID_PARTS.trailing_zeros())) as usize;
+        let pending = &mut self.pending[part];
+        pending.push(bits);
+        if pending.len() == UUID_PENDING {
+            self.tables[part].extend(pending.drain(..));
+        }
+    }
+
+    /// The tables with every number in them.
+    fn tables(&mut self) -> &mut [hashbrown::HashSet<u128>] {
+        for (table, pending) in self.tables.iter_mut().zip(&mut self.pending) {
+            table.extend(pending.drain(..));
+        }
+        &mut self.tables
+    }
+
+    fn len(&mut self) -> usize {
+        self.tables().iter().map(hashbrown::HashSet::len).sum()
+    }
+
+    fn size(&self) -> usize {
+        self.tables
+            .iter()
+            .map(hashbrown::HashSet::allocation_size)
+            .sum::<usize>()
+            + UUID_PARTS * UUID_PENDING * size_of::<u128>()
+    }
+}
+
+impl InlineDistinct {
+    pub fn new(others: Box<dyn Accumulator>) -> Self {
+        Self {
+            uuids: UuidSet::new(),
+            others,
+        }
+    }
+
+    fn insert(&mut self, values: &ArrayRef) -> Result<()> {
+        let Some(strings) = values.as_string_view_opt() else {
+            return self.others.update_batch(std::slice::from_ref(values));
+        };
+        let mut other_rows = Vec::new();
+        for row in 0..strings.len() {
+            if strings.is_null(row) {
+                continue;
+            }
+            match uuid_bits(strings.value(row).as_bytes()) {
+                Some(bits) => {
+                    self.uuids.insert(bits);
+                }
+                None => other_rows.push(row as u32),
+            }
+        }
+        if other_rows.is_empty() {
+            return Ok(());
+        }
+        let others = arrow::compute::take(strings, &UInt32Array::from(other_rows), None)?;
+        self.others.update_batch(&[others])
+    }
+}
+
+impl Accumulator for InlineDistinct {
+    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+        match values {
+            [column] => self.insert(column),
+            _ => internal_err!("count(DISTINCT) takes one argument"),
+        }
+    }
+
+    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
+        let [state] = states else {
+            return internal_err!("count(DISTINCT) has one state column");
+        };
+        for list in as_list_array(state)?.iter().flatten() {
+            self.insert(&list)?;
+        }
+        Ok(())
+    }
+
+    fn state(&mut self) -> Result<Vec<ScalarValue>> {
+        let uuids: ArrayRef = Arc::new(StringViewArray::from_iter_values(
+            self.uuids
+                .tables()
+                .iter_mut()
+                .flat_map(|table| table.drain())
+                .map(uuid_text),
+        ));
+        let mut lists = self.others.state()?;
+        let others = match lists.pop() {
+            Some(ScalarValue::List(list)) if lists.is_empty() => list.value(0),
+            state => return internal_err!("unexpected count(DISTINCT) state {state:?}"),
+        };
+        let values = arrow::compute::concat(&[uuids.as_ref(), others.as_ref()])?;
+        Ok(vec![
+            SingleRowListArrayBuilder::new(values).build_list_scalar(),
+        ])
+    }
+
+    fn evaluate(&mut self) -> Result<ScalarValue> {
+        let ScalarValue::Int64(Some(others)) = self.others.evaluate()? else {
+            return internal_err!("count(DISTINCT) evaluates to a non-NULL Int64");
+        };
+        Ok(ScalarValue::Int64(Some(others + self.uuids.len() as i64)))
+    }
+
+    fn size(&self) -> usize {
+        size_of_val(self) + self.uuids.size() + self.others.size()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashSet as StdHashSet;
@@ -477,6 +697,101 @@ mod tests {
             repeated > 10_000,
             "rows sharing views are skipped: {repeated}"
         );
+    }
+
+    /// DataFusion's own `count(DISTINCT)` accumulator of a `Utf8View` column.
+    fn datafusion_set() -> Box<dyn Accumulator> {
+        dedup().inner
+    }
+
+    fn total(accumulator: &mut dyn Accumulator) -> i64 {
+        let ScalarValue::Int64(Some(count)) = accumulator.evaluate().unwrap() else {
+            panic!("count is an Int64");
+        };
+        count
+    }
+
+    #[test]
+    fn only_canonical_uuid_text_reads_as_bits_and_reads_back() {
+        let canonical = "0000b227-b227-4227-af11-6e1aad109bf7";
+        let bits = uuid_bits(canonical.as_bytes()).unwrap();
+        assert_eq!(bits, 0x0000b227_b227_4227_af11_6e1aad109bf7);
+        assert_eq!(uuid_text(bits), canonical);
+        assert_eq!(uuid_text(u128::MAX), "ffffffff-ffff-ffff-ffff-ffffffffffff");
+        for other in [
+            "0000B227-b227-4227-af11-6e1aad109bf7",  // upper case
+            "0000b227-b227-4227-af11-6e1aad109bf",   // short
+            "0000b227-b227-4227-af11-6e1aad109bf70", // long
+            "0000b227b227-4227-af11-6e1aad109bf7-",  // hyphen misplaced
+            "0000b227-b227-4227-af11-6e1aad109bfg",  // not hex
+            "0000b227-b227-4227-af11-6e1aad109bf/",  // next to the digits
+            "0000b227-b227-4227-af11-6e1aad109b:7",
+            "{000b227-b227-4227-af11-6e1aad109bf7",
+        ] {
+            assert_eq!(uuid_bits(other.as_bytes()), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn uuids_and_other_strings_count_and_merge_as_datafusion_does() {
+        // Canonical UUIDs beside near misses (upper case, one digit more, a letter past `f`),
+        // short strings, empty ones and NULLs.
+        let text = |i: usize| -> Option<String> {
+            let uuid = format!("{:08x}-0000-4000-8000-{:012x}", i % 997, i % 389);
+            match i % 9 {
+                0 => None,
+                1 => Some(String::new()),
+                2 => Some(uuid.to_uppercase()),
+                3 => Some(format!("{uuid}{}", i % 7)),
+                4 => Some(uuid.replace('a', "g")),
+                5 => Some(format!("user-{}", i % 300)),
+                _ => Some(uuid),
+            }
+        };
+        let first = StringViewArray::from((0..3_000).map(text).collect::<Vec<_>>());
+        let second = StringViewArray::from((2_000..5_000).map(text).collect::<Vec<_>>());
+        // Enough UUIDs that every part's pending list fills and goes into its table.
+        let many = StringViewArray::from_iter_values((0..300_000u128).map(|i| {
+            uuid_text((i % 150_001).wrapping_mul(0x2545_f491_4f6c_dd1d_9e37_79b9_7f4a_7c15))
+        }));
+        let batches: [ArrayRef; 3] = [Arc::new(first), Arc::new(second), Arc::new(many)];
+        let uuids = batches
+            .iter()
+            .flat_map(|batch| batch.as_string_view().iter().flatten())
+            .filter(|text| uuid_bits(text.as_bytes()).is_some())
+            .count();
+        assert!(uuids > 300_000, "the data holds canonical UUIDs: {uuids}");
+
+        let mut inline = InlineDistinct::new(datafusion_set());
+        let mut theirs = datafusion_set();
+        for batch in &batches {
+            inline.update_batch(std::slice::from_ref(batch)).unwrap();
+            theirs.update_batch(std::slice::from_ref(batch)).unwrap();
+        }
+        assert_eq!(total(&mut inline), truth(&batches));
+        assert_eq!(total(theirs.as_mut()), truth(&batches));
+
+        // Partial states cross over both ways: ours into DataFusion's and back.
+        let mut one = InlineDistinct::new(datafusion_set());
+        one.update_batch(std::slice::from_ref(&batches[0])).unwrap();
+        one.update_batch(std::slice::from_ref(&batches[2])).unwrap();
+        let mut other = datafusion_set();
+        other
+            .update_batch(std::slice::from_ref(&batches[1]))
+            .unwrap();
+        let state = |accumulator: &mut dyn Accumulator| -> ArrayRef {
+            let [state] = accumulator.state().unwrap().try_into().unwrap();
+            state.to_array().unwrap()
+        };
+        let (ours, their) = (state(&mut one), state(other.as_mut()));
+        let mut merged = InlineDistinct::new(datafusion_set());
+        merged.merge_batch(std::slice::from_ref(&ours)).unwrap();
+        merged.merge_batch(std::slice::from_ref(&their)).unwrap();
+        assert_eq!(total(&mut merged), truth(&batches));
+        let mut merged = datafusion_set();
+        merged.merge_batch(&[ours]).unwrap();
+        merged.merge_batch(&[their]).unwrap();
+        assert_eq!(total(merged.as_mut()), truth(&batches));
     }
 
     #[test]

@@ -496,13 +496,16 @@ fn tokens<'a>(key: &'a ArrayRef, owned: &mut Vec<u128>) -> Option<Option<&'a [u1
             let Some(nulls) = key.nulls() else {
                 return Some(Some(&views[..]));
             };
-            let mut clash = false;
-            owned.extend(views.iter().zip(nulls.iter()).map(|(&view, valid)| {
-                clash |= valid && view == u128::MAX;
-                if valid { view } else { u128::MAX }
-            }));
-            if clash {
+            // A copy with NULL rows overwritten: a copy and a pass over the NULLs' bits is a
+            // fraction of a per-row choice (which was a fifth of a wide `GROUP BY`'s CPU).
+            // A slot under a NULL holds whatever the reader left there, so any view equal to
+            // the NULL token, under a NULL or not, declines.
+            if views.contains(&u128::MAX) {
                 return None;
+            }
+            owned.extend_from_slice(views);
+            for row in (!nulls.inner()).set_indices() {
+                owned[row] = u128::MAX;
             }
         }
         // Lossless as 64-bit integers: not UInt64, whose upper half would not cast.
@@ -561,6 +564,9 @@ fn batch_groups(keys: &[ArrayRef]) -> Option<Tally> {
     })
 }
 
+/// Rows [`group_tokens`] hashes before it looks them up: with six keys, 24 KiB of tokens.
+const GROUP_CHUNK_ROWS: usize = 256;
+
 /// The distinct tuples of `columns` (row-aligned token slices).
 fn group_tokens(
     columns: &[&[u128]],
@@ -569,47 +575,63 @@ fn group_tokens(
     table: &mut hashbrown::HashTable<u32>,
 ) -> Tally {
     let rows = columns.first().map_or(0, |c| c.len());
-    // Column by column: tight loops over slices; then spread the low bits, which pick
-    // hashbrown's bucket and which the multiply leaves weak (splitmix64's finalizer).
-    hashes.clear();
-    hashes.resize(rows, 0);
-    for column in columns {
-        for (hash, &token) in hashes.iter_mut().zip(column.iter()) {
-            *hash = (hash.rotate_left(5) ^ (token as u64) ^ ((token >> 64) as u64))
-                .wrapping_mul(0x517c_c1b7_2722_0a95);
-        }
-    }
-    for hash in hashes.iter_mut() {
-        let mixed = (*hash ^ (*hash >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        let mixed = (mixed ^ (mixed >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        *hash = mixed ^ (mixed >> 31);
-    }
-    let same = |a: usize, b: usize| columns.iter().all(|column| column[a] == column[b]);
+    // Each group's tuple, copied together: a few hundred groups fit in the first-level cache,
+    // where comparing with the tokens of each group's first row read six places 128 KiB apart.
+    let width = columns.len();
+    let mut group_keys: Vec<u128> = Vec::new();
+    let same = |group_keys: &[u128], group: usize, row: usize| {
+        let key = &group_keys[group * width..(group + 1) * width];
+        columns
+            .iter()
+            .zip(key)
+            .all(|(column, &token)| column[row] == token)
+    };
     let mut tally = Tally::default();
     group_hashes.clear();
     table.clear();
-    let mut previous = 0;
-    for row in 0..rows {
-        let hash = hashes[row];
-        // The row before's group, without a probe, when the tuple repeats.
-        if row > 0 && hash == hashes[row - 1] && same(row - 1, row) {
-            tally.counts[previous] += 1;
-            continue;
-        }
-        let firsts = &tally.firsts;
-        let group = match table.find(hash, |&g| same(firsts[g as usize] as usize, row)) {
-            Some(&group) => group as usize,
-            None => {
-                let group = tally.firsts.len();
-                tally.firsts.push(row as u32);
-                tally.counts.push(0);
-                group_hashes.push(hash);
-                table.insert_unique(hash, group as u32, |&g| group_hashes[g as usize]);
-                group
+    let mut previous = usize::MAX;
+    let mut previous_hash = 0;
+    // A chunk of rows at a time, so that the tokens hashed are still in the first-level cache
+    // when they are compared.
+    for start in (0..rows).step_by(GROUP_CHUNK_ROWS) {
+        let chunk = start..rows.min(start + GROUP_CHUNK_ROWS);
+        // Column by column: tight loops over slices; then spread the low bits, which pick
+        // hashbrown's bucket and which the multiply leaves weak (splitmix64's finalizer).
+        hashes.clear();
+        hashes.resize(chunk.len(), 0);
+        for column in columns {
+            for (hash, &token) in hashes.iter_mut().zip(&column[chunk.clone()]) {
+                *hash = (hash.rotate_left(5) ^ (token as u64) ^ ((token >> 64) as u64))
+                    .wrapping_mul(0x517c_c1b7_2722_0a95);
             }
-        };
-        tally.counts[group] += 1;
-        previous = group;
+        }
+        for hash in hashes.iter_mut() {
+            let mixed = (*hash ^ (*hash >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            let mixed = (mixed ^ (mixed >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            *hash = mixed ^ (mixed >> 31);
+        }
+        for (row, &hash) in chunk.zip(hashes.iter()) {
+            // The row before's group, without a probe, when the tuple repeats.
+            if previous != usize::MAX && hash == previous_hash && same(&group_keys, previous, row) {
+                tally.counts[previous] += 1;
+                continue;
+            }
+            let group = match table.find(hash, |&g| same(&group_keys, g as usize, row)) {
+                Some(&group) => group as usize,
+                None => {
+                    let group = tally.firsts.len();
+                    tally.firsts.push(row as u32);
+                    tally.counts.push(0);
+                    group_keys.extend(columns.iter().map(|column| column[row]));
+                    group_hashes.push(hash);
+                    table.insert_unique(hash, group as u32, |&g| group_hashes[g as usize]);
+                    group
+                }
+            };
+            tally.counts[group] += 1;
+            previous = group;
+            previous_hash = hash;
+        }
     }
     tally
 }
@@ -922,6 +944,51 @@ mod tests {
         // The two equal long strings were built apart: their views differ, two groups.
         assert_eq!(tally.firsts, vec![0, 1, 2, 6, 7]);
         assert_eq!(tally.counts, vec![2, 3, 1, 1, 1]);
+    }
+
+    #[test]
+    fn batch_groups_match_a_map_of_tuples_across_chunks() {
+        // Thousands of rows (many lookup chunks), tuples that repeat near and far, NULLs.
+        let rows = 5_000;
+        let names = StringViewArray::from(vec![
+            Some("Chrome"),
+            Some("a browser name past twelve bytes"),
+            None,
+            Some(""),
+        ]);
+        let pick = |row: usize| ((row / 3) * 7 + row % 5) as u32 % 4;
+        let strings = take(
+            &names,
+            &UInt32Array::from_iter_values((0..rows).map(pick)),
+            None,
+        );
+        let numbers: ArrayRef = Arc::new(Int64Array::from_iter(
+            (0..rows).map(|row| (row % 11 != 0).then_some((row % 6) as i64)),
+        ));
+        let keys = [strings.unwrap(), numbers];
+        let tally = batch_groups(&keys).unwrap();
+        let mut expected: Vec<(u32, i64)> = Vec::new();
+        let mut seen = std::collections::HashMap::new();
+        for row in 0..rows {
+            let tuple = (
+                keys[0]
+                    .is_valid(row)
+                    .then(|| keys[0].as_string_view().value(row)),
+                keys[1].is_valid(row).then(|| {
+                    keys[1]
+                        .as_primitive::<arrow::datatypes::Int64Type>()
+                        .value(row)
+                }),
+            );
+            let group = *seen.entry(tuple).or_insert_with(|| {
+                expected.push((row as u32, 0));
+                expected.len() - 1
+            });
+            expected[group].1 += 1;
+        }
+        assert!(expected.len() > 20, "{} groups", expected.len());
+        let ours: Vec<(u32, i64)> = tally.firsts.into_iter().zip(tally.counts).collect();
+        assert_eq!(ours, expected);
     }
 
     /// A partition whose keys run in its first batch and stop repeating in a later one counts

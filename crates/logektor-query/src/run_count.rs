@@ -402,21 +402,37 @@ pub(crate) fn key_changes(keys: &[ArrayRef]) -> Result<BooleanBuffer> {
 /// look at the bytes: a dictionary-decoded column repeats the view of its dictionary entry.
 fn view_changes(strings: &StringViewArray) -> BooleanBuffer {
     let views = strings.views();
-    let nulls = strings.nulls();
-    BooleanBuffer::collect_bool(views.len() - 1, |i| {
-        if let Some(nulls) = nulls {
-            let (before, after) = (nulls.is_valid(i), nulls.is_valid(i + 1));
-            if !(before && after) {
-                return before != after;
-            }
+    let pairs = views.len() - 1;
+    // Without a branch per row (runs a dozen rows long mispredicted one in each; the function
+    // was a tenth of the top pages query's CPU): unequal views, and where both rows are valid.
+    let mut changes = BooleanBuffer::collect_bool(pairs, |i| views[i] != views[i + 1]);
+    let nulls = strings.nulls().filter(|nulls| nulls.null_count() > 0);
+    if let Some(nulls) = nulls {
+        let (before, after) = (nulls.inner().slice(0, pairs), nulls.inner().slice(1, pairs));
+        changes = &changes & &(&before & &after);
+    }
+    // Then unequal views of equal strings (views of two copies, a dictionary and a plain
+    // page): only with the same length and first four bytes, and only valid rows are left.
+    let same: Vec<usize> = changes
+        .set_indices()
+        .filter(|&i| {
+            views[i] as u64 == views[i + 1] as u64 && strings.value(i) == strings.value(i + 1)
+        })
+        .collect();
+    if !same.is_empty() {
+        let mut bits = arrow::array::BooleanBufferBuilder::new(pairs);
+        bits.append_buffer(&changes);
+        for i in same {
+            bits.set_bit(i, false);
         }
-        let (before, after) = (views[i], views[i + 1]);
-        if before == after {
-            return false;
-        }
-        // The length and the first four bytes, then the bytes.
-        before as u64 != after as u64 || strings.value(i) != strings.value(i + 1)
-    })
+        changes = bits.finish();
+    }
+    // A NULL beside a value is a change.
+    if let Some(nulls) = nulls {
+        let (before, after) = (nulls.inner().slice(0, pairs), nulls.inner().slice(1, pairs));
+        changes = &changes | &(&before ^ &after);
+    }
+    changes
 }
 
 /// One partial row per distinct key tuple of `tallied`: its values and count, once per
@@ -883,6 +899,8 @@ mod tests {
             vec![Arc::clone(&shared)],
             vec![Arc::clone(&shared), Arc::clone(&kinds)],
             vec![Arc::clone(&kinds)],
+            // Sliced: the validity bits start mid-byte.
+            vec![shared.slice(3, 11)],
         ] {
             let expected = arrow::compute::partition(&keys).unwrap().ranges();
             assert_eq!(runs_of(&keys).unwrap(), expected);

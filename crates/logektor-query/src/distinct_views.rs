@@ -36,7 +36,7 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, StringViewArray, UInt32Array};
+use arrow::array::{Array, ArrayRef, AsArray, ByteView, StringViewArray, UInt32Array};
 use arrow::buffer::{BooleanBuffer, Buffer};
 use arrow::compute::filter;
 use arrow::datatypes::{DataType, FieldRef};
@@ -402,17 +402,54 @@ fn uuid_bits(text: &[u8]) -> Option<u128> {
     (invalid < 16).then_some(bits)
 }
 
-/// The canonical text of a UUID's bits, as [`uuid_bits`] read it.
+/// The canonical text of a UUID's bits, as [`uuid_bits`] read it, appended to `out`.
+fn push_uuid_text(bits: u128, out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut text = [b'-'; 36];
+    let mut digit = 0;
+    for (at, byte) in text.iter_mut().enumerate() {
+        if matches!(at, 8 | 13 | 18 | 23) {
+            continue;
+        }
+        *byte = HEX[((bits >> (124 - 4 * digit)) & 0xf) as usize];
+        digit += 1;
+    }
+    out.extend_from_slice(&text);
+}
+
+/// The canonical text of a UUID's bits (tests).
+#[cfg(test)]
 fn uuid_text(bits: u128) -> String {
-    let hex = format!("{bits:032x}");
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..]
-    )
+    let mut text = Vec::with_capacity(36);
+    push_uuid_text(bits, &mut text);
+    String::from_utf8(text).expect("hex digits and hyphens")
+}
+
+/// UUIDs a buffer of [`uuid_texts`] holds (36 MiB; offsets must stay below 4 GiB).
+const UUIDS_PER_BUFFER: usize = 1 << 20;
+
+/// The canonical texts of `uuids` as one array: 36 bytes each, side by side in a few large
+/// buffers. Writing each through `format!` was 16% of a selective `count(DISTINCT
+/// anonymous_id)`'s CPU, spent passing partial states on.
+fn uuid_texts(uuids: impl Iterator<Item = u128>, per_buffer: usize) -> Result<StringViewArray> {
+    let mut views: Vec<u128> = Vec::new();
+    let mut buffers: Vec<Buffer> = Vec::new();
+    let mut bytes: Vec<u8> = Vec::new();
+    for bits in uuids {
+        if bytes.len() == per_buffer * 36 {
+            buffers.push(Buffer::from_vec(std::mem::take(&mut bytes)));
+        }
+        let offset = bytes.len();
+        push_uuid_text(bits, &mut bytes);
+        views.push(
+            ByteView::new(36, &bytes[offset..offset + 4])
+                .with_buffer_index(buffers.len() as u32)
+                .with_offset(offset as u32)
+                .as_u128(),
+        );
+    }
+    buffers.push(Buffer::from_vec(bytes));
+    Ok(StringViewArray::try_new(views.into(), buffers, None)?)
 }
 
 /// The set of a `count(DISTINCT text)` that keeps UUIDs as 16-byte numbers.
@@ -547,13 +584,13 @@ impl Accumulator for InlineDistinct {
     }
 
     fn state(&mut self) -> Result<Vec<ScalarValue>> {
-        let uuids: ArrayRef = Arc::new(StringViewArray::from_iter_values(
+        let uuids: ArrayRef = Arc::new(uuid_texts(
             self.uuids
                 .tables()
                 .iter_mut()
-                .flat_map(|table| table.drain())
-                .map(uuid_text),
-        ));
+                .flat_map(|table| table.drain()),
+            UUIDS_PER_BUFFER,
+        )?);
         let mut lists = self.others.state()?;
         let others = match lists.pop() {
             Some(ScalarValue::List(list)) if lists.is_empty() => list.value(0),
@@ -709,6 +746,21 @@ mod tests {
             panic!("count is an Int64");
         };
         count
+    }
+
+    #[test]
+    fn uuid_texts_are_each_uuids_text_across_buffers() {
+        let uuids: Vec<u128> = (0..10u128)
+            .map(|i| i.wrapping_mul(0x2545_f491_4f6c_dd1d_9e37_79b9_7f4a_7c15))
+            .collect();
+        let texts = uuid_texts(uuids.iter().copied(), 3).unwrap();
+        assert_eq!(texts.data_buffers().len(), 4);
+        let expected: Vec<String> = uuids.iter().map(|&bits| uuid_text(bits)).collect();
+        assert_eq!(texts.iter().flatten().collect::<Vec<_>>(), expected);
+        for text in &expected {
+            assert_eq!(uuid_text(uuid_bits(text.as_bytes()).unwrap()), *text);
+        }
+        assert_eq!(uuid_texts(std::iter::empty(), 3).unwrap().len(), 0);
     }
 
     #[test]

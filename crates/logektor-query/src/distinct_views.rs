@@ -404,15 +404,27 @@ fn uuid_bits(text: &[u8]) -> Option<u128> {
 
 /// The canonical text of a UUID's bits, as [`uuid_bits`] read it, appended to `out`.
 fn push_uuid_text(bits: u128, out: &mut Vec<u8>) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut text = [b'-'; 36];
-    let mut digit = 0;
-    for (at, byte) in text.iter_mut().enumerate() {
-        if matches!(at, 8 | 13 | 18 | 23) {
-            continue;
+    /// Each byte's two lowercase hex digits.
+    const fn hex_pairs() -> [[u8; 2]; 256] {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut pairs = [[0; 2]; 256];
+        let mut byte = 0;
+        while byte < 256 {
+            pairs[byte] = [HEX[byte >> 4], HEX[byte & 0xf]];
+            byte += 1;
         }
-        *byte = HEX[((bits >> (124 - 4 * digit)) & 0xf) as usize];
-        digit += 1;
+        pairs
+    }
+    static HEX_PAIRS: [[u8; 2]; 256] = hex_pairs();
+    let mut text = [b'-'; 36];
+    let mut at = 0;
+    for (index, &byte) in bits.to_be_bytes().iter().enumerate() {
+        // Hyphens before the 5th, 7th, 9th and 11th byte: 8-4-4-4-12 digits.
+        if matches!(index, 4 | 6 | 8 | 10) {
+            at += 1;
+        }
+        text[at..at + 2].copy_from_slice(&HEX_PAIRS[usize::from(byte)]);
+        at += 2;
     }
     out.extend_from_slice(&text);
 }

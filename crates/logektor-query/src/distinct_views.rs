@@ -368,7 +368,7 @@ impl Accumulator for ViewDedup {
 
 /// The 128 bits of a UUID in canonical text (36 bytes, lowercase hex digits, hyphens after
 /// the 8th, 12th, 16th and 20th digit); None for any other string. Each such string has its
-/// own number and [`uuid_text`] gives it back.
+/// own number and [`push_uuid_text`] writes it back.
 fn uuid_bits(text: &[u8]) -> Option<u128> {
     const HYPHENS: [usize; 4] = [8, 13, 18, 23];
     const fn digits() -> [u8; 256] {

@@ -10,7 +10,8 @@
 //! view. A view names its string exactly within one array (its length and inline bytes or
 //! prefix, and a buffer and offset that never change), so equal views are equal strings.
 //! [`LikeMemo`] therefore finds each batch's distinct views (equal neighbours without a hash
-//! lookup: the table is sorted), runs arrow's kernel on those values only, and spreads the
+//! lookup: the table is sorted), runs arrow's kernel on those values only (for a pattern arrow
+//! would match with a regex, the same regex, compiled once per query), and spreads the
 //! answers back over the rows. Strings decoded from plain pages have views of their own and
 //! simply miss; a batch whose first rows are mostly distinct is handed to the kernel whole.
 //!
@@ -128,7 +129,9 @@ impl std::hash::Hash for RegexCache {
 }
 
 impl RegexCache {
-    /// The regex arrow's kernel builds for a case-sensitive `pattern` without escapes.
+    /// The regex arrow's kernel builds for a case-sensitive `pattern` without escapes, shared
+    /// by the query's partitions. (A clone per batch, each with caches of its own instead of
+    /// the shared pool's, measured 4% slower: building the caches costs more.)
     fn get(&self, pattern: &str) -> Result<Arc<regex::Regex>> {
         let mut cached = self
             .0
@@ -195,7 +198,8 @@ impl LikeMemo {
 
     /// Arrow's kernel for this operator. Where it would run a regex, and a piece of the
     /// pattern is `required` verbatim in every match, only the values that contain it (a
-    /// `memmem` search) go to the kernel; the others cannot match.
+    /// `memmem` search) are matched, by the matcher's regex where it has one (the regex the
+    /// kernel would build) and by the kernel otherwise; the others cannot match.
     fn kernel(&self, values: &dyn Array, matcher: &Matcher) -> Result<BooleanArray> {
         let pattern = matcher.pattern;
         let Some(required) = matcher.required.filter(|_| !self.case_insensitive) else {

@@ -497,7 +497,7 @@ fn tally(counting: Counting, keys: &[ArrayRef]) -> Result<Option<Tally>> {
 /// other), and equal values mostly have equal tokens, so a batch hashes 16 bytes per value.
 /// - A string view names its string exactly within one array, and rows of one dictionary
 ///   entry share it; NULL is `u128::MAX`, which no valid view of a non-NULL row is (its
-///   length says 4 GiB, so it is not inline, and its buffer index says buffer 2^32 − 1).
+///   length says 4 GiB − 1, so it is not inline, and its buffer index says buffer 2^32 − 1).
 /// - An integer's bits, zero-extended; NULL is `u128::MAX`, which no 64-bit value reaches.
 ///
 /// The views themselves where a column has no NULLs; else written into `owned` (reused from

@@ -18,6 +18,10 @@ use logektor_table::maintenance;
 /// thread after seconds, where mimalloc purged them after 10 ms and faulted them back in
 /// (benches/README.md, "The 2026-12-06 rows"). Build with `--no-default-features` for the
 /// system allocator, which heap profilers such as heaptrack can follow.
+///
+/// Its options are compiled in from `.cargo/config.toml` (`JEMALLOC_SYS_WITH_MALLOC_CONF`):
+/// `oversize_threshold:0` keeps freed extents of 8 MiB and more for reuse instead of purging
+/// them at once, which had every large query fault its hash tables back in (the reasons there).
 #[cfg(feature = "jemalloc")]
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
@@ -422,4 +426,22 @@ async fn run_export(args: ExportArgs) -> anyhow::Result<()> {
     .await?;
     eprintln!("exported {rows} events");
     Ok(())
+}
+
+#[cfg(all(test, feature = "jemalloc"))]
+mod tests {
+    /// The options in `.cargo/config.toml` reach the allocator this binary links: a build
+    /// that loses them (the variable renamed, the file not read) fails here, not in a profile.
+    #[test]
+    fn jemalloc_is_built_with_the_workspace_options() {
+        let options = tikv_jemalloc_ctl::config::malloc_conf::read().unwrap();
+        // (The crate's reading keeps the C string's terminator.)
+        assert!(
+            options
+                .trim_end_matches('\0')
+                .split(',')
+                .any(|option| option == "oversize_threshold:0"),
+            "jemalloc built with {options:?}"
+        );
+    }
 }

@@ -431,8 +431,11 @@ impl<I: Iterator<Item = Result<RecordBatch>>> SortedMerge<I> {
 /// to `DELTA_BYTE_ARRAY`. With room for the whole row group's values, equal values stay one
 /// dictionary entry: fewer bytes, cheaper decoding, and readers that decode a dictionary page
 /// into views give equal rows the same view (which `LIKE` and grouped counts exploit).
+///
+/// zstd level 6: the JSON columns (`context`, `properties`) are half the bytes, and level 6
+/// stores them ~10% smaller than level 3; reading costs the same at any level.
 pub fn writer_properties() -> WriterProperties {
-    let mut builder = builder(3, true);
+    let mut builder = builder(COMPACTED_ZSTD_LEVEL, true);
     for column in REPEATING_TEXT {
         builder = builder.set_column_dictionary_page_size_limit(
             (*column).into(),
@@ -441,6 +444,9 @@ pub fn writer_properties() -> WriterProperties {
     }
     builder.build()
 }
+
+/// The zstd level of the files that stay (see [`writer_properties`]).
+const COMPACTED_ZSTD_LEVEL: i32 = 6;
 
 /// Text columns whose values repeat but whose distinct values overflow a 1 MiB dictionary.
 const REPEATING_TEXT: &[&str] = &["anonymous_id", "page_url"];

@@ -11,7 +11,7 @@
 //! view. A view names its string exactly within one array (its length and inline bytes or
 //! prefix, and a buffer and offset that never change), so equal views are equal strings.
 //! [`LikeMemo`] therefore finds each batch's distinct views (through a small direct-mapped
-//! table, [`RecentViews`]), runs arrow's kernel on those values only (for a pattern arrow
+//! table, `RecentViews`), runs arrow's kernel on those values only (for a pattern arrow
 //! would match with a regex, the same regex, compiled once per query), and spreads the
 //! answers back over the rows. Strings decoded from plain pages have views of their own and
 //! simply miss; a batch whose first rows are mostly distinct is handed to the kernel whole.

@@ -36,6 +36,7 @@ pub mod format;
 pub mod functions;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod grouped_distinct;
 pub mod json_filter;
 pub mod like_memo;
 pub mod provider;

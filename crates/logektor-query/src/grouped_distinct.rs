@@ -22,9 +22,9 @@
 //! with one set of `(group, value)` pairs for all groups (DataFusion's design for numbers) was
 //! 20–70% slower than the adapter: every insert missed the cache.
 //!
-//! [`crate::distinct_views::DistinctViews`] uses it for grouped aggregates that DataFusion does
-//! not rewrite into a two-level `GROUP BY` (that is, when a `count(*)` or another aggregate
-//! stands beside the distinct count).
+//! [`crate::distinct_views::DistinctViews`] puts it in place of every grouped
+//! `count(DISTINCT text)`, also of those DataFusion would rewrite into a two-level `GROUP BY`
+//! (see there for the measurements).
 
 use std::hash::BuildHasher;
 use std::sync::Arc;

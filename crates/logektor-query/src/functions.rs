@@ -16,29 +16,39 @@
 //! kernel and a bitmap per row: about a tenth of the funnel's CPU); with the list constant, one
 //! comparison of the whole column per list element gives every row's first match. Lists longer
 //! than [`MAX_CONSTANT_LIST`], a start position, or anything else go to DataFusion's function.
+//!
+//! [`UrlHost`] is a function of our own, `url_host(url)`: the host part of a URL as the
+//! `referrers` report compares it with the referrer's host, exactly what
+//! `regexp_replace(regexp_replace(lower(coalesce(url, '')), '^[a-z]+://([^@/]*@)?(www\.)?',
+//! ''), '[/:?#].*$', '')` answers (a differential test holds it to that expression). The two
+//! regular expressions took 1.75 s of CPU over the 3.6 million session entries of 10M events,
+//! a sixth of the report.
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, PrimitiveArray, Scalar, UInt64Array};
+use arrow::array::{
+    Array, ArrayRef, AsArray, PrimitiveArray, Scalar, StringArray, StringBuilder, UInt64Array,
+};
 use arrow::compute::kernels::cmp::not_distinct;
 use arrow::datatypes::{
     ArrowTimestampType, DataType, FieldRef, TimeUnit, TimestampMicrosecondType,
     TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType,
 };
 use arrow::error::ArrowError;
-use datafusion::common::{Result, ScalarValue};
+use datafusion::common::{Result, ScalarValue, exec_err};
 use datafusion::functions::datetime::date_trunc::DateTruncFunc;
 use datafusion::functions_nested::position::ArrayPosition;
 use datafusion::logical_expr::sort_properties::{ExprProperties, SortProperties};
 use datafusion::logical_expr::{
     ColumnarValue, Documentation, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl,
-    Signature,
+    Signature, Volatility,
 };
 
 /// Registers this module's functions on `ctx`, replacing DataFusion's of the same names.
 pub(crate) fn register(ctx: &datafusion::prelude::SessionContext) {
     ctx.register_udf(ScalarUDF::new_from_impl(UtcDateTrunc::default()));
     ctx.register_udf(ScalarUDF::new_from_impl(ConstantListPosition::default()));
+    ctx.register_udf(ScalarUDF::new_from_impl(UrlHost::default()));
 }
 
 /// `date_trunc`, with a fast path for `hour`, `day` and `week` in UTC (see the module docs).
@@ -240,6 +250,98 @@ fn constant_list_position(args: &[ColumnarValue]) -> Result<Option<ArrayRef>> {
         positions.into(),
         Some(found),
     ))))
+}
+
+/// `url_host(url)`: see the [module docs](self).
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct UrlHost {
+    signature: Signature,
+}
+
+impl Default for UrlHost {
+    fn default() -> Self {
+        Self {
+            signature: Signature::string(1, Volatility::Immutable),
+        }
+    }
+}
+
+impl ScalarUDFImpl for UrlHost {
+    fn name(&self) -> &str {
+        "url_host"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let [value] = args.args.as_slice() else {
+            return exec_err!("url_host takes one argument");
+        };
+        let scalar = matches!(value, ColumnarValue::Scalar(_));
+        let urls = value.to_array(if scalar { 1 } else { args.number_rows })?;
+        let hosts = match urls.data_type() {
+            DataType::Utf8View => url_hosts(urls.as_string_view().iter()),
+            DataType::Utf8 => url_hosts(urls.as_string::<i32>().iter()),
+            DataType::LargeUtf8 => url_hosts(urls.as_string::<i64>().iter()),
+            DataType::Null => url_hosts(std::iter::repeat_n(None, urls.len())),
+            other => return exec_err!("url_host takes text, not {other}"),
+        };
+        if scalar {
+            return Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(
+                &hosts, 0,
+            )?));
+        }
+        Ok(ColumnarValue::Array(Arc::new(hosts)))
+    }
+}
+
+fn url_hosts<'a>(urls: impl Iterator<Item = Option<&'a str>>) -> StringArray {
+    let mut hosts = StringBuilder::new();
+    let mut lowered = String::new();
+    for url in urls {
+        lowered.clear();
+        let url = url.unwrap_or("");
+        if url.is_ascii() {
+            lowered.push_str(url);
+            lowered.make_ascii_lowercase();
+        } else {
+            // As SQL's `lower`.
+            lowered.push_str(&url.to_lowercase());
+        }
+        hosts.append_value(url_host(&lowered));
+    }
+    hosts.finish()
+}
+
+/// The host of a lowercased URL: without `scheme://` (letters `a`–`z`), the user info up to an
+/// `@` before any `/`, and `www.`; up to the first `/`, `:`, `?` or `#` after the text's last
+/// newline (the second expression's `.*$` cannot cross a newline).
+fn url_host(url: &str) -> &str {
+    let bytes = url.as_bytes();
+    let mut start = 0;
+    let scheme = bytes.iter().take_while(|b| b.is_ascii_lowercase()).count();
+    if scheme > 0 && bytes[scheme..].starts_with(b"://") {
+        start = scheme + 3;
+        let user = bytes[start..].iter().position(|&b| b == b'@' || b == b'/');
+        if let Some(at) = user.filter(|&at| bytes[start + at] == b'@') {
+            start += at + 1;
+        }
+        if bytes[start..].starts_with(b"www.") {
+            start += 4;
+        }
+    }
+    let rest = &url[start..];
+    let line = rest.rfind('\n').map_or(0, |at| at + 1);
+    let end = rest[line..]
+        .find(['/', ':', '?', '#'])
+        .map_or(rest.len(), |at| line + at);
+    &rest[..end]
 }
 
 #[cfg(test)]
@@ -466,5 +568,91 @@ mod tests {
         let batches = answers(true, Some("UTC"), sql).await;
         assert_eq!(batches[0].column(0), batches[0].column(1));
         assert!(batches.iter().map(RecordBatch::num_rows).sum::<usize>() > 60_000);
+    }
+
+    #[tokio::test]
+    async fn url_host_answers_what_the_regular_expressions_answer() {
+        let mut urls: Vec<Option<String>> = [
+            "https://www.Example.com/path?q=1",
+            "http://user:pw@www.example.com:8080/x",
+            "HTTP://WWW.EXAMPLE.COM",
+            "https://example.com#frag",
+            "ftp://files.example.org/pub",
+            "example.com/no-scheme",
+            "www.example.com",
+            "://missing-scheme.com/",
+            "h2://a@b@c/d",
+            "https://a/b@c",
+            "https://www.www.example.com/",
+            "mailto:someone@example.com",
+            "https://例え.jp/パス",
+            "https://İstanbul.example/",
+            "https://ex.com/a\nb/c",
+            "line one\nhttps://x.com/y",
+            "a/b\nc/d\ne",
+            "",
+        ]
+        .iter()
+        .map(|s| Some(s.to_string()))
+        .collect();
+        urls.push(None);
+        // And strings of the characters that matter, in every order a small generator makes.
+        let alphabet = [
+            'h', 't', 'p', 's', ':', '/', '@', 'w', '.', '?', '#', '\n', 'W', 'é', 'x',
+        ];
+        let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+        for _ in 0..20_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let length = (state % 14) as usize;
+            let text: String = (0..length)
+                .map(|i| alphabet[((state >> (4 * i % 60)) as usize + i) % alphabet.len()])
+                .collect();
+            urls.push(Some(format!("https://{text}")));
+            urls.push(Some(text));
+        }
+        let count = urls.len();
+        let batch = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![Field::new("u", DataType::Utf8View, true)])),
+            vec![Arc::new(arrow::array::StringViewArray::from(urls))],
+        )
+        .unwrap();
+        let ctx = SessionContext::new();
+        register(&ctx);
+        ctx.register_batch("t", batch).unwrap();
+        let sql = r"SELECT u, url_host(u) AS ours,
+                   regexp_replace(regexp_replace(lower(coalesce(u, '')),
+                       '^[a-z]+://([^@/]*@)?(www\.)?', ''), '[/:?#].*$', '') AS theirs
+                   FROM t";
+        let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+        let mut checked = 0;
+        for batch in &batches {
+            let ours = arrow::compute::cast(batch.column(1), &DataType::Utf8).unwrap();
+            let theirs = arrow::compute::cast(batch.column(2), &DataType::Utf8).unwrap();
+            let urls = arrow::compute::cast(batch.column(0), &DataType::Utf8).unwrap();
+            for row in 0..batch.num_rows() {
+                assert_eq!(
+                    ours.as_string::<i32>().value(row),
+                    theirs.as_string::<i32>().value(row),
+                    "{:?}",
+                    urls.as_string::<i32>()
+                        .is_valid(row)
+                        .then(|| urls.as_string::<i32>().value(row))
+                );
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, count);
+        let hosts = ctx
+            .sql("SELECT url_host('https://WWW.Example.com:443/') AS h, url_host(NULL) AS n")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let row = &hosts[0];
+        assert_eq!(row.column(0).as_string::<i32>().value(0), "example.com");
+        assert_eq!(row.column(1).as_string::<i32>().value(0), "");
     }
 }

@@ -30,7 +30,8 @@ use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, Int64Array, ListArray, StringViewBuilder,
+    Array, ArrayRef, AsArray, BooleanArray, Int64Array, ListArray, StringViewArray,
+    StringViewBuilder,
 };
 use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{DataType, Field};
@@ -127,23 +128,14 @@ impl GroupsAccumulator for GroupedDistinct {
         opt_filter: Option<&BooleanArray>,
         total_num_groups: usize,
     ) -> Result<()> {
-        let [column] = values else {
-            return internal_err!("count(DISTINCT) takes one argument");
-        };
-        let Some(strings) = column.as_string_view_opt() else {
-            return internal_err!(
-                "count_distinct_views takes Utf8View, not {}",
-                column.data_type()
-            );
-        };
+        let strings = argument(values)?;
         if self.groups.len() < total_num_groups {
             self.groups.resize_with(total_num_groups, GroupSet::default);
         }
         let mut keys = std::mem::take(&mut self.keys);
         keys.clear();
         for row in 0..strings.len() {
-            let passes = opt_filter.is_none_or(|filter| filter.is_valid(row) && filter.value(row));
-            keys.push(if passes && strings.is_valid(row) {
+            keys.push(if passes(opt_filter, row) && strings.is_valid(row) {
                 Some(self.key(strings.value(row).as_bytes())?)
             } else {
                 None
@@ -268,21 +260,10 @@ impl GroupsAccumulator for GroupedDistinct {
         values: &[ArrayRef],
         opt_filter: Option<&BooleanArray>,
     ) -> Result<Vec<ArrayRef>> {
-        let [column] = values else {
-            return internal_err!("count(DISTINCT) takes one argument");
-        };
-        let Some(strings) = column.as_string_view_opt() else {
-            return internal_err!(
-                "count_distinct_views takes Utf8View, not {}",
-                column.data_type()
-            );
-        };
+        let strings = argument(values)?;
         // Each row's own list: its value, or nothing when it is NULL or filtered out.
         let kept: Vec<usize> = (0..strings.len())
-            .filter(|&row| {
-                strings.is_valid(row)
-                    && opt_filter.is_none_or(|filter| filter.is_valid(row) && filter.value(row))
-            })
+            .filter(|&row| strings.is_valid(row) && passes(opt_filter, row))
             .collect();
         let mut offsets = Vec::with_capacity(strings.len() + 1);
         offsets.push(0i32);
@@ -316,6 +297,25 @@ impl GroupsAccumulator for GroupedDistinct {
             + self.keys.capacity() * size_of::<Option<Key>>()
             + (self.starts.capacity() + self.order.capacity()) * size_of::<u32>()
     }
+}
+
+/// The one `Utf8View` argument of `count_distinct_views`.
+fn argument(values: &[ArrayRef]) -> Result<&StringViewArray> {
+    let [column] = values else {
+        return internal_err!("count(DISTINCT) takes one argument");
+    };
+    match column.as_string_view_opt() {
+        Some(strings) => Ok(strings),
+        None => internal_err!(
+            "count_distinct_views takes Utf8View, not {}",
+            column.data_type()
+        ),
+    }
+}
+
+/// Whether `row` passes the aggregate's `FILTER` (NULL does not).
+fn passes(filter: Option<&BooleanArray>, row: usize) -> bool {
+    filter.is_none_or(|filter| filter.is_valid(row) && filter.value(row))
 }
 
 /// Strings stored once each, numbered in the order they came.

@@ -83,8 +83,11 @@ enum Key {
     Other(u128),
 }
 
-/// Groups counted in batch order rather than group order: beyond this many, putting the rows
-/// in group order costs more than the cache misses it saves.
+/// Groups counted in batch order rather than group order beyond this many. The counting sort
+/// clears and sums a table of one entry per group for every batch, which with many more groups
+/// than a batch's rows (8,192) costs more than the rows themselves; half a batch is a bound
+/// chosen on that reasoning, not a measured optimum (the reports measured have up to ~100
+/// groups; visitors per page path has 30,000 and takes the batch-order path).
 const MAX_SORTED_GROUPS: usize = 4_096;
 
 impl GroupedDistinct {

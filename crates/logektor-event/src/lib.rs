@@ -27,6 +27,7 @@ pub mod posthog;
 pub mod schema;
 pub mod segment;
 mod time;
+mod walk;
 
 pub use builder::{EventBatchBuilder, to_record_batch};
 pub use enrich::IpPolicy;

@@ -42,10 +42,12 @@ struct Message<'a> {
     original_timestamp: Option<Text<'a>>,
     sent_at: Option<Text<'a>>,
     /// The JSON text of these four, `None` when absent or `null`.
-    properties: Option<&'a str>,
-    traits: Option<&'a str>,
-    context: Option<&'a str>,
-    integrations: Option<&'a str>,
+    properties: Option<Json<'a>>,
+    traits: Option<Json<'a>>,
+    context: Option<Json<'a>>,
+    integrations: Option<Json<'a>>,
+    /// `context` read, when it is an object.
+    context_fields: Option<Context<'a>>,
 }
 
 impl<'a> Message<'a> {
@@ -68,11 +70,23 @@ impl<'a> Message<'a> {
                 "timestamp" => (8, &mut message.timestamp),
                 "originalTimestamp" => (9, &mut message.original_timestamp),
                 "sentAt" => (10, &mut message.sent_at),
+                "context" => {
+                    // Read in place: its text is walked once, for its span and its fields.
+                    seen.first(13)?;
+                    let (fields, json) = spanned(walker, |walker| {
+                        if walker.peek() == b'{' {
+                            Context::read_at(walker).map(Some)
+                        } else {
+                            walker.value().map(|_| None)
+                        }
+                    })?;
+                    (message.context_fields, message.context) = (fields, json);
+                    return Some(());
+                }
                 _ => {
                     let (bit, slot) = match key {
                         "properties" => (11, &mut message.properties),
                         "traits" => (12, &mut message.traits),
-                        "context" => (13, &mut message.context),
                         "integrations" => (14, &mut message.integrations),
                         _ => return walker.value().map(drop),
                     };
@@ -101,17 +115,17 @@ struct Context<'a> {
     session_id: Lenient<'a>,
     /// Present even when `null`: the general decoder replaces any `ip` key it finds.
     ip: Option<&'a str>,
-    traits: Option<&'a str>,
+    traits: Option<Json<'a>>,
     /// Whether the key was there at all, whatever its value.
     integrations: bool,
 }
 
 impl<'a> Context<'a> {
-    /// `context`'s text, which must be an object.
-    fn read(text: &'a str) -> Option<Self> {
+    /// The object at `walker`.
+    fn read_at(walker: &mut Walker<'a>) -> Option<Self> {
         let mut context = Context::default();
         let mut seen = Seen::default();
-        Walker::new(text).object(|key, walker| {
+        walker.object(|key, walker| {
             match key {
                 "page" => {
                     seen.first(0)?;
@@ -246,10 +260,44 @@ fn text_or_null<'a>(walker: &mut Walker<'a>) -> Option<Option<Text<'a>>> {
     }
 }
 
+/// A JSON value's text as sent.
+#[derive(Clone, Copy)]
+struct Json<'a> {
+    text: &'a str,
+    /// Whether it has whitespace between tokens.
+    spaced: bool,
+}
+
+impl<'a> Json<'a> {
+    /// The text without whitespace between tokens, as it is stored.
+    fn compacted(self) -> Cow<'a, str> {
+        if self.spaced {
+            compact(self.text)
+        } else {
+            Cow::Borrowed(self.text)
+        }
+    }
+}
+
+/// What `read` answers for the value at `walker`, with the value's text (`None` for `null`).
+fn spanned<'a, T>(
+    walker: &mut Walker<'a>,
+    read: impl FnOnce(&mut Walker<'a>) -> Option<T>,
+) -> Option<(T, Option<Json<'a>>)> {
+    walker.peek();
+    let (start, spaces) = (walker.position(), walker.spaces());
+    let value = read(walker)?;
+    let text = walker.since(start)?;
+    let json = (text != "null").then_some(Json {
+        text,
+        spaced: walker.spaces() != spaces,
+    });
+    Some((value, json))
+}
+
 /// Any value's text, `Some(None)` for `null`.
-fn raw_or_null<'a>(walker: &mut Walker<'a>) -> Option<Option<&'a str>> {
-    let raw = walker.value()?;
-    Some((raw != "null").then_some(raw))
+fn raw_or_null<'a>(walker: &mut Walker<'a>) -> Option<Option<Json<'a>>> {
+    spanned(walker, |walker| walker.value().map(drop)).map(|((), json)| json)
 }
 
 /// A non-empty string or nothing: any other value (a number, an object, `null`) reads as
@@ -287,10 +335,10 @@ fn if_object<'a, T: Default>(
 
 /// An object-valued key: `Some(Some(text))` for an object, `Some(None)` when absent, `None`
 /// (take the general decoder) for any other value, which is an error there.
-fn object(raw: Option<&str>) -> Option<Option<&str>> {
+fn object(raw: Option<Json<'_>>) -> Option<Option<Json<'_>>> {
     match raw {
         None => Some(None),
-        Some(raw) if raw.starts_with('{') => Some(Some(raw)),
+        Some(raw) if raw.text.starts_with('{') => Some(Some(raw)),
         Some(_) => None,
     }
 }
@@ -402,10 +450,7 @@ pub(crate) fn decode(
     let traits = object(message.traits)?;
     let context_text = object(message.context)?;
     let integrations = object(message.integrations)?;
-    let context = match context_text {
-        Some(text) => Context::read(text)?,
-        None => Context::default(),
-    };
+    let context = message.context_fields.unwrap_or_default();
     // A client-reported IP is stored only where the policy keeps it as it is; where it would
     // change, the general decoder rewrites the stored context too.
     let ip = match context.ip {
@@ -425,18 +470,18 @@ pub(crate) fn decode(
     };
     // The event's `integrations` are kept inside the stored context.
     let stored_context = match (context_text, integrations) {
-        (context, None) => context.map(|text| compact(text).into_owned()),
+        (context, None) => context.map(|json| json.compacted().into_owned()),
         (None, Some(integrations)) => {
-            Some(format!("{{\"integrations\":{}}}", compact(integrations)))
+            Some(format!("{{\"integrations\":{}}}", integrations.compacted()))
         }
         (Some(_), Some(_)) if context.integrations => return None,
         (Some(context), Some(integrations)) => {
-            let context = compact(context);
+            let context = context.compacted();
             let open = &context[..context.len() - 1];
             let separator = if open == "{" { "" } else { "," };
             Some(format!(
                 "{open}{separator}\"integrations\":{}}}",
-                compact(integrations)
+                integrations.compacted()
             ))
         }
     };
@@ -447,7 +492,7 @@ pub(crate) fn decode(
 
     let from_properties: Page<'_> = if kind == EventType::Page {
         match properties {
-            Some(text) => Page::read_at(&mut Walker::new(text))?,
+            Some(json) => Page::read_at(&mut Walker::new(json.text))?,
             None => Page::default(),
         }
     } else {
@@ -473,8 +518,8 @@ pub(crate) fn decode(
         session_id: context.session_id.get(),
         locale: context.locale.get(),
         ip,
-        properties: properties.map(|text| compact(text).into_owned()),
-        traits: traits.map(|text| compact(text).into_owned()),
+        properties: properties.map(|json| json.compacted().into_owned()),
+        traits: traits.map(|json| json.compacted().into_owned()),
         context: stored_context,
     };
     Some(fields.assemble(meta))
@@ -711,7 +756,15 @@ mod tests {
             };
             for (index, text) in parsed.batch_events.as_ref().unwrap().iter().enumerate() {
                 events += 1;
-                fast_events += usize::from(decode(&meta, index, text, None).is_some());
+                let Some(event) = decode(&meta, index, text, None) else {
+                    continue;
+                };
+                fast_events += 1;
+                // Stored without whitespace between tokens, as the general decoder stores them.
+                for json in [&event.properties, &event.traits, &event.context] {
+                    let json = json.as_deref().unwrap_or_default();
+                    assert!(matches!(compact(json), Cow::Borrowed(_)), "{json}");
+                }
             }
             let fast = parsed.into_events_with(&meta, true);
             let general = ParsedBody::parse(Endpoint::Batch, body.as_bytes())

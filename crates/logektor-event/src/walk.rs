@@ -22,6 +22,8 @@ pub(crate) struct Walker<'a> {
     at: usize,
     /// Whether a string so far held an escaped UTF-16 surrogate (`\ud800`–`\udfff`).
     surrogate: bool,
+    /// Whitespace bytes passed so far outside strings.
+    spaces: usize,
 }
 
 /// A string's text between its quotes, as it appears in the JSON.
@@ -51,7 +53,24 @@ impl<'a> Walker<'a> {
             text,
             at: 0,
             surrogate: false,
+            spaces: 0,
         }
+    }
+
+    /// Where the walker is: an index into its text.
+    pub(crate) fn position(&self) -> usize {
+        self.at
+    }
+
+    /// The text from `start` to where the walker is.
+    pub(crate) fn since(&self, start: usize) -> Option<&'a str> {
+        self.text.get(start..self.at)
+    }
+
+    /// How many whitespace bytes outside strings the walker has passed: compare two readings
+    /// to tell whether the text between them is already compact.
+    pub(crate) fn spaces(&self) -> usize {
+        self.spaces
     }
 
     /// Whether any string walked so far, read or skipped, held an escaped UTF-16 surrogate.
@@ -74,6 +93,7 @@ impl<'a> Walker<'a> {
                 return byte;
             }
             self.at += 1;
+            self.spaces += 1;
         }
         0
     }
@@ -129,6 +149,7 @@ impl<'a> Walker<'a> {
                             continue;
                         }
                         b'{' | b'[' => depth += 1,
+                        b' ' | b'\n' | b'\r' | b'\t' => self.spaces += 1,
                         b'}' | b']' => {
                             depth = depth.checked_sub(1)?;
                             if depth == 0 {
@@ -280,6 +301,19 @@ mod tests {
             let mut walker = Walker::new(text);
             walker.value().unwrap();
             assert_eq!(walker.saw_surrogate(), surrogate, "{text}");
+        }
+    }
+
+    #[test]
+    fn counts_the_whitespace_between_tokens_only() {
+        for (text, spaces) in [
+            (r#"{"a":"b c","d":[1,{"e":null}]}"#, 0),
+            ("{ \"a\" :\"b c\",\n\"d\":[1, {\"e\":null}]}", 4),
+            (r#"[ " " ]"#, 2),
+        ] {
+            let mut walker = Walker::new(text);
+            assert_eq!(walker.value(), Some(text));
+            assert_eq!(walker.spaces(), spaces, "{text}");
         }
     }
 

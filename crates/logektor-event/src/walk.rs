@@ -20,8 +20,6 @@ use std::borrow::Cow;
 pub(crate) struct Walker<'a> {
     text: &'a str,
     at: usize,
-    /// Whether a string so far held an escaped UTF-16 surrogate (`\ud800`–`\udfff`).
-    surrogate: bool,
     /// Whitespace bytes passed so far outside strings.
     spaces: usize,
 }
@@ -52,7 +50,6 @@ impl<'a> Walker<'a> {
         Self {
             text,
             at: 0,
-            surrogate: false,
             spaces: 0,
         }
     }
@@ -71,14 +68,6 @@ impl<'a> Walker<'a> {
     /// to tell whether the text between them is already compact.
     pub(crate) fn spaces(&self) -> usize {
         self.spaces
-    }
-
-    /// Whether any string walked so far, read or skipped, held an escaped UTF-16 surrogate.
-    /// serde_json validates those only where it decodes a string (a lone one is an error
-    /// there) and not where it skips one, so a caller that keeps skipped text as it is must
-    /// leave such text to a decoder that decodes it.
-    pub(crate) fn saw_surrogate(&self) -> bool {
-        self.surrogate
     }
 
     fn bytes(&self) -> &'a [u8] {
@@ -118,15 +107,6 @@ impl<'a> Walker<'a> {
             }
             // A backslash: skip it and the character it escapes.
             escaped = true;
-            if bytes.get(at + 1) == Some(&b'u')
-                && matches!(bytes.get(at + 2), Some(b'd' | b'D'))
-                && matches!(
-                    bytes.get(at + 3),
-                    Some(b'8'..=b'9' | b'a'..=b'f' | b'A'..=b'F')
-                )
-            {
-                self.surrogate = true;
-            }
             at += 2;
         }
     }
@@ -292,16 +272,6 @@ mod tests {
         assert_eq!(walker.string().unwrap().value().unwrap(), "café \\ \n");
         let mut walker = Walker::new(r#""\ud800""#);
         assert!(walker.string().unwrap().value().is_none());
-        assert!(walker.saw_surrogate());
-        for (text, surrogate) in [
-            (r#"{"a": ["\uD83D\uDE00"]}"#, true),
-            (r#"{"a": "\udc00"}"#, true),
-            (r#"{"a": "\\ud800 \u00e9 \ud7ff \ue000"}"#, false),
-        ] {
-            let mut walker = Walker::new(text);
-            walker.value().unwrap();
-            assert_eq!(walker.saw_surrogate(), surrogate, "{text}");
-        }
     }
 
     #[test]

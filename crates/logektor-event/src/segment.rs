@@ -243,6 +243,7 @@ impl RawEvent {
 
 impl ParsedBody {
     pub fn parse(endpoint: Endpoint, body: &[u8]) -> Result<Self> {
+        let body = &*replace_lone_surrogates(body);
         match endpoint {
             Endpoint::Batch => Self::parse_batch(body),
             Endpoint::PostHog => crate::posthog::parse(body),
@@ -426,7 +427,7 @@ pub fn scrub_body_ips(endpoint: Endpoint, body: &[u8], policy: IpPolicy) -> Opti
     if policy == IpPolicy::Keep || !body.windows(3).any(|w| w == b"\"ip" || w == b"$ip") {
         return None;
     }
-    let mut root: Value = serde_json::from_slice(body).ok()?;
+    let mut root: Value = serde_json::from_slice(&replace_lone_surrogates(body)).ok()?;
     let mut changed = false;
     let mut scrub = |object: &mut Map<String, Value>, key: &str| {
         if let Some(Value::String(ip)) = object.get(key) {
@@ -470,6 +471,61 @@ pub fn scrub_body_ips(endpoint: Endpoint, body: &[u8], policy: IpPolicy) -> Opti
     changed.then(|| serde_json::to_vec(&root).expect("a JSON value serializes"))
 }
 
+/// `body` with every lone UTF-16 surrogate escape (`\ud83d` without the low half after it, or a
+/// low half alone) replaced by `\ufffd`, the replacement character; borrowed when it has none.
+///
+/// JSON's grammar allows such escapes, and `JSON.stringify` writes one for a string cut inside
+/// an emoji (a page title shortened by a script, say), but they name no Unicode character:
+/// serde_json refuses them where it decodes a string and lets them pass where it skips one. So
+/// before this, the same event was stored or refused (400, which SDKs do not retry) depending on
+/// which decoder read it. Every decoder now reads the body with them replaced, and accepts it.
+/// The WAL keeps the body as sent; replaying it replaces the same escapes again.
+pub(crate) fn replace_lone_surrogates(body: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let unit = |at: usize| -> Option<u16> {
+        let hex = body.get(at..at + 4)?;
+        hex.iter().all(u8::is_ascii_hexdigit).then(|| {
+            hex.iter().fold(0, |unit, &digit| {
+                unit << 4 | (char::from(digit).to_digit(16).unwrap_or(0) as u16)
+            })
+        })
+    };
+    let high = |unit: u16| (0xD800..0xDC00).contains(&unit);
+    let low = |unit: u16| (0xDC00..0xE000).contains(&unit);
+    let mut out: Option<Vec<u8>> = None;
+    // `copied` is where the part not yet copied to `out` starts.
+    let (mut at, mut copied) = (0, 0);
+    while let Some(found) = memchr::memchr(b'\\', body.get(at..).unwrap_or_default()) {
+        let escape = at + found;
+        // Past the backslash and the character it escapes, unless a `\u` escape says otherwise.
+        at = escape + 2;
+        if body.get(escape + 1) != Some(&b'u') {
+            continue;
+        }
+        let Some(first) = unit(escape + 2) else {
+            continue;
+        };
+        at = escape + 6;
+        let paired = high(first)
+            && body.get(escape + 6..escape + 8) == Some(b"\\u")
+            && unit(escape + 8).is_some_and(low);
+        if paired {
+            at = escape + 12;
+        } else if high(first) || low(first) {
+            let out = out.get_or_insert_with(|| Vec::with_capacity(body.len()));
+            out.extend_from_slice(&body[copied..escape]);
+            out.extend_from_slice(b"\\ufffd");
+            copied = at;
+        }
+    }
+    match out {
+        None => std::borrow::Cow::Borrowed(body),
+        Some(mut out) => {
+            out.extend_from_slice(&body[copied..]);
+            std::borrow::Cow::Owned(out)
+        }
+    }
+}
+
 /// Decodes a whole body for `meta.source`: the pure function the WAL replay relies on.
 pub fn decode(meta: &RequestMeta, endpoint: Endpoint, body: &[u8]) -> Result<Vec<Event>> {
     ParsedBody::parse(endpoint, body)?.into_events(meta)
@@ -488,7 +544,7 @@ pub fn decode_stored(meta: &RequestMeta, location: &str, message: &[u8]) -> Resu
             limit: MAX_EVENT_BYTES,
         });
     }
-    let mut object = parse_object(message, location)?;
+    let mut object = parse_object(&replace_lone_surrogates(message), location)?;
     let mut meta = meta.clone();
     match optional_timestamp(object.get("receivedAt"), location, "receivedAt")? {
         Some(received) => meta.received_at_micros = received,
@@ -871,6 +927,45 @@ mod tests {
         decode(&meta(), endpoint, body.as_bytes())
             .expect_err("should be rejected")
             .to_string()
+    }
+
+    #[test]
+    fn lone_surrogate_escapes_are_replaced_and_pairs_kept() {
+        for (body, expected) in [
+            (r#""a\ud83d""#, r#""a\ufffd""#),
+            (r#""\uDC00x\ud83d\ude00""#, r#""\ufffdx\ud83d\ude00""#),
+            (r#""\ud83d\ud83d\ude00""#, r#""\ufffd\ud83d\ude00""#),
+            (
+                r#""\\ud83d \u00e9 \ud7ff \ue000""#,
+                r#""\\ud83d \u00e9 \ud7ff \ue000""#,
+            ),
+            (r#""\ud83d\u""#, r#""\ufffd\u""#),
+            (r#""\u+d80 \ud8"#, r#""\u+d80 \ud8"#),
+            ("\\", "\\"),
+            ("\\u", "\\u"),
+        ] {
+            let replaced = replace_lone_surrogates(body.as_bytes());
+            assert_eq!(std::str::from_utf8(&replaced).unwrap(), expected, "{body}");
+        }
+        assert!(matches!(
+            replace_lone_surrogates(br#"{"a":"\u00e9\ud83d\ude00"}"#),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        // Every endpoint accepts them now, each decoder alike.
+        let event =
+            r#"{"type":"track","event":"E\ud83d","userId":"u","properties":{"title":"ab\ud83d"}}"#;
+        let single = decode(
+            &meta(),
+            Endpoint::Single(EventType::Track),
+            event.as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(single[0].event.as_deref(), Some("E\u{fffd}"));
+        let batch = format!(r#"{{"batch":[{event}],"context":{{"locale":"de"}}}}"#);
+        assert_eq!(
+            decode(&meta(), Endpoint::Batch, batch.as_bytes()).unwrap()[0].event,
+            single[0].event
+        );
     }
 
     #[test]

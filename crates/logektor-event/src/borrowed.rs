@@ -24,7 +24,7 @@ use std::borrow::Cow;
 use crate::Event;
 use crate::segment::{EventType, Fields, RequestMeta};
 use crate::time::{MAX_MICROS, MIN_MICROS, parse_iso8601_micros};
-use crate::walk::Walker;
+use crate::walk::{Walker, string_end};
 
 /// One event of a batch, as far as the fast decoder reads it. Keys it does not name are
 /// skipped.
@@ -359,7 +359,7 @@ pub(crate) fn compact(raw: &str) -> Cow<'_, str> {
     let (mut at, mut copied) = (0, 0);
     while at < bytes.len() {
         match bytes[at] {
-            b'"' => at = string_end(bytes, at + 1),
+            b'"' => at = string_end(bytes, at + 1).map_or(bytes.len(), |(end, _)| end),
             b' ' | b'\n' | b'\r' | b'\t' => {
                 let out = out.get_or_insert_with(|| Vec::with_capacity(bytes.len()));
                 out.extend_from_slice(&bytes[copied..at]);
@@ -377,19 +377,6 @@ pub(crate) fn compact(raw: &str) -> Cow<'_, str> {
             Cow::Owned(String::from_utf8(out).expect("removing ASCII whitespace keeps UTF-8"))
         }
     }
-}
-
-/// Index just past the closing quote of the string whose text starts at `at`.
-fn string_end(bytes: &[u8], mut at: usize) -> usize {
-    while let Some(found) = memchr::memchr2(b'"', b'\\', bytes.get(at..).unwrap_or_default()) {
-        at += found;
-        if bytes[at] == b'"' {
-            return at + 1;
-        }
-        // An escape: skip the backslash and the character it escapes.
-        at += 2;
-    }
-    bytes.len()
 }
 
 /// Decodes event `index` of a batch without a batch-level context, or `None` to leave it to the

@@ -33,7 +33,8 @@ pub(crate) struct RawString<'a> {
 
 impl<'a> RawString<'a> {
     /// The string's value: borrowed when it has no escapes; `None` when its escapes do not
-    /// decode (a lone surrogate), which serde_json refuses too.
+    /// decode, which serde_json refuses too (a lone surrogate; bodies reach the decoders with
+    /// those replaced, `segment::replace_lone_surrogates`).
     pub(crate) fn value(&self) -> Option<Cow<'a, str>> {
         if self.escaped {
             serde_json::from_str::<String>(self.quoted)
@@ -94,21 +95,12 @@ impl<'a> Walker<'a> {
         if bytes.get(start) != Some(&b'"') {
             return None;
         }
-        let mut at = start + 1;
-        let mut escaped = false;
-        loop {
-            at = quote_or_backslash(bytes, at)?;
-            if bytes[at] == b'"' {
-                self.at = at + 1;
-                return Some(RawString {
-                    quoted: self.text.get(start..self.at)?,
-                    escaped,
-                });
-            }
-            // A backslash: skip it and the character it escapes.
-            escaped = true;
-            at += 2;
-        }
+        let (end, escaped) = string_end(bytes, start + 1)?;
+        self.at = end;
+        Some(RawString {
+            quoted: self.text.get(start..end)?,
+            escaped,
+        })
     }
 
     /// Skips the value that starts at the next non-whitespace byte and answers its text.
@@ -195,6 +187,21 @@ impl<'a> Walker<'a> {
                 _ => return None,
             }
         }
+    }
+}
+
+/// Index just past the closing quote of the string whose text (after its opening quote) starts
+/// at `at`, and whether the string has escapes; `None` when it does not end.
+pub(crate) fn string_end(bytes: &[u8], mut at: usize) -> Option<(usize, bool)> {
+    let mut escaped = false;
+    loop {
+        at = quote_or_backslash(bytes, at)?;
+        if bytes[at] == b'"' {
+            return Some((at + 1, escaped));
+        }
+        // A backslash: skip it and the character it escapes.
+        escaped = true;
+        at += 2;
     }
 }
 

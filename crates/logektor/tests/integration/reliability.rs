@@ -732,6 +732,17 @@ fn hostile_json_has_a_defined_outcome() {
     );
     assert_eq!(status, 200, "{answer}");
 
+    // A lone surrogate escape (JSON.stringify's output for a title cut inside an emoji) names
+    // no character: kept as U+FFFD rather than refusing the event.
+    let (status, answer) = post_raw(
+        &server,
+        track(
+            "hostile-surrogate",
+            r#"{"s": "ab\ud83d", "pair": "\ud83d\ude00"}"#,
+        ),
+    );
+    assert_eq!(status, 200, "{answer}");
+
     // Duplicate keys: the last one wins, as in JavaScript's JSON.parse.
     let (status, answer) = post_raw(
         &server,
@@ -759,9 +770,12 @@ fn hostile_json_has_a_defined_outcome() {
             "hostile-dup",
             "hostile-nested",
             "hostile-nul",
-            "hostile-some"
+            "hostile-some",
+            "hostile-surrogate"
         ]
     );
+    assert_eq!(stored["hostile-surrogate"]["s"], "ab\u{fffd}");
+    assert_eq!(stored["hostile-surrogate"]["pair"], "\u{1f600}");
     assert_eq!(stored["hostile-dup"]["k"], "last");
     assert_eq!(stored["hostile-nul"]["s"], "a\u{0}b");
     assert_eq!(stored["hostile-bigint"]["n"], json!(1.2345678901234568e29));

@@ -22,7 +22,7 @@
 use std::borrow::Cow;
 
 use crate::Event;
-use crate::segment::{EventType, Fields, RequestMeta};
+use crate::segment::{EventRow, EventType, Fields, RequestMeta};
 use crate::time::{MAX_MICROS, MIN_MICROS, parse_iso8601_micros};
 use crate::walk::{Walker, string_end};
 
@@ -240,10 +240,10 @@ impl Seen {
 /// A JSON string, borrowed from the input unless it had escapes.
 struct Text<'a>(Cow<'a, str>);
 
-impl Text<'_> {
+impl<'a> Text<'a> {
     /// The text, or `None` when empty (an empty id counts as absent).
-    fn non_empty(&self) -> Option<&str> {
-        (!self.0.is_empty()).then_some(&*self.0)
+    fn non_empty(self) -> Option<Cow<'a, str>> {
+        (!self.0.is_empty()).then_some(self.0)
     }
 }
 
@@ -311,10 +311,6 @@ impl<'a> Lenient<'a> {
             walker.value().map(|_| Lenient(None))
         }
     }
-
-    fn get(&self) -> Option<&str> {
-        self.0.as_deref()
-    }
 }
 
 /// The object at `walker` read by `read`; any other value (the general decoder ignores a
@@ -381,40 +377,39 @@ pub(crate) fn compact(raw: &str) -> Cow<'_, str> {
 
 /// Decodes event `index` of a batch without a batch-level context, or `None` to leave it to the
 /// general decoder.
-pub(crate) fn decode(
-    meta: &RequestMeta,
+pub(crate) fn decode<'a>(
+    meta: &'a RequestMeta,
     index: usize,
-    text: &str,
+    text: &'a str,
     batch_sent_at: Option<i64>,
-) -> Option<Event> {
+) -> Option<EventRow<'a>> {
     let message = Message::read(text)?;
     let kind = EventType::parse(&message.kind?.0)?;
-    let user_id = message.user_id.as_ref().and_then(Text::non_empty);
-    let mut anonymous_id = message
-        .anonymous_id
-        .as_ref()
-        .and_then(Text::non_empty)
-        .map(str::to_owned);
+    let user_id = message.user_id.and_then(Text::non_empty);
+    let mut anonymous_id = message.anonymous_id.and_then(Text::non_empty);
     if user_id.is_none() && anonymous_id.is_none() {
-        anonymous_id = Some(meta.visitor_id.clone()?);
+        anonymous_id = Some(Cow::Borrowed(meta.visitor_id.as_deref()?));
     }
-    let field =
-        |text: &Option<Text<'_>>| text.as_ref().and_then(Text::non_empty).map(str::to_owned);
     let event_name = match kind {
-        EventType::Track => Some(field(&message.event)?),
-        EventType::Page | EventType::Screen => field(&message.name),
+        EventType::Track => Some(message.event.and_then(Text::non_empty)?),
+        EventType::Page | EventType::Screen => message.name.and_then(Text::non_empty),
         _ => None,
     };
-    let group_id = field(&message.group_id);
-    let previous_id = field(&message.previous_id);
+    let group_id = message.group_id.and_then(Text::non_empty);
+    let previous_id = message.previous_id.and_then(Text::non_empty);
     if (kind == EventType::Group && group_id.is_none())
         || (kind == EventType::Alias && previous_id.is_none())
     {
         return None;
     }
-    let message_id = field(&message.message_id).unwrap_or_else(|| {
-        uuid::Uuid::from_u128(meta.request_id.wrapping_add(index as u128)).to_string()
-    });
+    let message_id = message
+        .message_id
+        .and_then(Text::non_empty)
+        .unwrap_or_else(|| {
+            Cow::Owned(
+                uuid::Uuid::from_u128(meta.request_id.wrapping_add(index as u128)).to_string(),
+            )
+        });
     let client_timestamp = match timestamp(message.timestamp.as_ref())? {
         Some(ts) => Some(ts),
         None => timestamp(message.original_timestamp.as_ref())?,
@@ -441,32 +436,31 @@ pub(crate) fn decode(
         None => meta
             .client_ip
             .as_deref()
-            .and_then(|ip| meta.ip_policy.apply(ip)),
+            .and_then(|ip| meta.ip_policy.keep(ip)),
         Some(raw) => {
-            let reported = Text(Walker::new(raw).string()?.value()?);
-            let reported = reported.non_empty()?;
-            let kept = meta.ip_policy.apply(reported)?;
-            if kept != reported {
+            let reported = Text(Walker::new(raw).string()?.value()?).non_empty()?;
+            if meta.ip_policy.keep(&reported)? != reported {
                 return None;
             }
-            Some(kept)
+            Some(reported)
         }
     };
     // The event's `integrations` are kept inside the stored context.
     let stored_context = match (context_text, integrations) {
-        (context, None) => context.map(|json| json.compacted().into_owned()),
-        (None, Some(integrations)) => {
-            Some(format!("{{\"integrations\":{}}}", integrations.compacted()))
-        }
+        (context, None) => context.map(Json::compacted),
+        (None, Some(integrations)) => Some(Cow::Owned(format!(
+            "{{\"integrations\":{}}}",
+            integrations.compacted()
+        ))),
         (Some(_), Some(_)) if context.integrations => return None,
         (Some(context), Some(integrations)) => {
             let context = context.compacted();
             let open = &context[..context.len() - 1];
             let separator = if open == "{" { "" } else { "," };
-            Some(format!(
+            Some(Cow::Owned(format!(
                 "{open}{separator}\"integrations\":{}}}",
                 integrations.compacted()
-            ))
+            )))
         }
     };
     let traits = match traits {
@@ -490,20 +484,20 @@ pub(crate) fn decode(
         timestamp,
         sent_at,
         anonymous_id,
-        user_id: user_id.map(str::to_owned),
+        user_id,
         group_id,
         previous_id,
-        page_url: from_properties.url.get().or(page.url.get()),
-        page_path: from_properties.path.get().or(page.path.get()),
-        page_title: from_properties.title.get().or(page.title.get()),
-        page_referrer: from_properties.referrer.get().or(page.referrer.get()),
-        campaign: campaign.each_ref().map(Lenient::get),
-        user_agent: context.user_agent.get(),
-        session_id: context.session_id.get(),
-        locale: context.locale.get(),
+        page_url: from_properties.url.0.or(page.url.0),
+        page_path: from_properties.path.0.or(page.path.0),
+        page_title: from_properties.title.0.or(page.title.0),
+        page_referrer: from_properties.referrer.0.or(page.referrer.0),
+        campaign: campaign.map(|value| value.0),
+        user_agent: context.user_agent.0,
+        session_id: context.session_id.0,
+        locale: context.locale.0,
         ip,
-        properties: properties.map(|json| json.compacted().into_owned()),
-        traits: traits.map(|json| json.compacted().into_owned()),
+        properties: properties.map(Json::compacted),
+        traits: traits.map(Json::compacted),
         context: stored_context,
     };
     Some(fields.assemble(meta))
@@ -537,8 +531,8 @@ pub fn assert_same_rows(fast: &[Event], general: &[Event]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::IpPolicy;
     use crate::segment::{Endpoint, ParsedBody};
+    use crate::{IpPolicy, rows_to_record_batch, to_record_batch};
 
     fn meta() -> RequestMeta {
         RequestMeta {
@@ -755,7 +749,14 @@ mod tests {
                 .unwrap()
                 .into_events_with(&meta, false);
             match (&fast, &general) {
-                (Ok(fast), Ok(general)) => assert_same_rows(fast, general),
+                (Ok(fast), Ok(general)) => {
+                    assert_same_rows(fast, general);
+                    // The ingest path's batch, from rows borrowing the body, is the batch the
+                    // WAL replay builds from owned events.
+                    let mut parsed = ParsedBody::parse(Endpoint::Batch, body.as_bytes()).unwrap();
+                    let rows = parsed.rows(&meta).unwrap();
+                    assert_eq!(rows_to_record_batch(&rows), to_record_batch(fast), "{body}");
+                }
                 (Err(fast), Err(general)) => {
                     assert_eq!(fast.to_string(), general.to_string(), "{body}")
                 }

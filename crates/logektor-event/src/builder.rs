@@ -9,7 +9,7 @@ use arrow::array::{
 use arrow::record_batch::RecordBatch;
 
 use crate::schema::events_schema;
-use crate::segment::Event;
+use crate::segment::{Event, EventRow};
 
 /// Appends events column by column; [`EventBatchBuilder::finish`] yields one record batch.
 pub struct EventBatchBuilder {
@@ -56,7 +56,7 @@ impl TextBytes {
     }
 
     /// Exactly what `events` hold.
-    fn of(events: &[Event]) -> Self {
+    fn of(events: &[EventRow<'_>]) -> Self {
         let mut bytes = Self {
             message_id: 0,
             kind: 0,
@@ -79,7 +79,7 @@ impl TextBytes {
 
 /// The optional text values of `event`, in schema order between `anonymous_id` and `context`,
 /// without `is_bot`.
-fn optional_text(event: &Event) -> [Option<&str>; OPTIONAL_TEXT_COLUMNS] {
+fn optional_text<'r>(event: &'r EventRow<'_>) -> [Option<&'r str>; OPTIONAL_TEXT_COLUMNS] {
     let [utm_source, utm_medium, utm_campaign, utm_term, utm_content] =
         event.utm.each_ref().map(Option::as_deref);
     let agent = event.agent.as_deref();
@@ -154,6 +154,10 @@ impl EventBatchBuilder {
     }
 
     pub fn append(&mut self, event: &Event) {
+        self.append_row(&event.as_row());
+    }
+
+    pub fn append_row(&mut self, event: &EventRow<'_>) {
         self.message_id.append_value(&event.message_id);
         self.kind
             .append_option(event.kind.map(|kind| kind.as_str()));
@@ -195,9 +199,15 @@ impl EventBatchBuilder {
 
 /// Builds one record batch from a slice of events, each column allocated once at its exact size.
 pub fn to_record_batch(events: &[Event]) -> RecordBatch {
-    let mut builder = EventBatchBuilder::with_text_bytes(events.len(), TextBytes::of(events));
-    for event in events {
-        builder.append(event);
+    let rows: Vec<EventRow<'_>> = events.iter().map(Event::as_row).collect();
+    rows_to_record_batch(&rows)
+}
+
+/// [`to_record_batch`] for rows.
+pub fn rows_to_record_batch(rows: &[EventRow<'_>]) -> RecordBatch {
+    let mut builder = EventBatchBuilder::with_text_bytes(rows.len(), TextBytes::of(rows));
+    for row in rows {
+        builder.append_row(row);
     }
     builder.finish()
 }

@@ -1,6 +1,7 @@
 //! Columns derived from others at ingest: URL path, referrer host, UTM tags, the user agent's
 //! browser, OS and device, and the client IP after the source's IP policy.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, LazyLock, Mutex};
@@ -246,18 +247,23 @@ impl IpPolicy {
 
     /// What the policy keeps of `ip`. Text that is not an IP address is kept only by `Keep`.
     pub fn apply(self, ip: &str) -> Option<String> {
+        self.keep(ip).map(Cow::into_owned)
+    }
+
+    /// [`IpPolicy::apply`], borrowing `ip` where it is kept as it is.
+    pub fn keep(self, ip: &str) -> Option<Cow<'_, str>> {
         match self {
-            IpPolicy::Keep => Some(ip.to_owned()),
+            IpPolicy::Keep => Some(Cow::Borrowed(ip)),
             IpPolicy::Drop => None,
             IpPolicy::Truncate => match ip.trim().parse::<IpAddr>().ok()? {
                 IpAddr::V4(v4) => {
                     let [a, b, c, _] = v4.octets();
-                    Some(std::net::Ipv4Addr::new(a, b, c, 0).to_string())
+                    Some(Cow::Owned(std::net::Ipv4Addr::new(a, b, c, 0).to_string()))
                 }
                 IpAddr::V6(v6) => {
                     let mut octets = v6.octets();
                     octets[6..].fill(0);
-                    Some(std::net::Ipv6Addr::from(octets).to_string())
+                    Some(Cow::Owned(std::net::Ipv6Addr::from(octets).to_string()))
                 }
             },
         }

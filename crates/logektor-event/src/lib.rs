@@ -29,10 +29,12 @@ pub mod segment;
 mod time;
 mod walk;
 
-pub use builder::{EventBatchBuilder, to_record_batch};
+pub use builder::{EventBatchBuilder, rows_to_record_batch, to_record_batch};
 pub use enrich::IpPolicy;
 pub use error::{DecodeError, Result};
-pub use segment::{Endpoint, Event, EventType, RequestMeta, decode, decode_stored, scrub_body_ips};
+pub use segment::{
+    Endpoint, Event, EventRow, EventType, RequestMeta, decode, decode_stored, scrub_body_ips,
+};
 
 /// Largest accepted single event, as serialized JSON (Segment documents 32 KB).
 pub const MAX_EVENT_BYTES: usize = 32 * 1024;

@@ -4,9 +4,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use arrow::array::BooleanArray;
+use arrow::compute::filter_record_batch;
 use arrow::record_batch::RecordBatch;
 use logektor_event::segment::ParsedBody;
-use logektor_event::{DecodeError, Endpoint, RequestMeta, decode, to_record_batch};
+use logektor_event::{
+    DecodeError, Endpoint, RequestMeta, decode, rows_to_record_batch, to_record_batch,
+};
 use logektor_table::{EventTable, TableLocation};
 use logektor_wal::{Wal, WalConfig};
 use tokio::sync::{Mutex, Notify, watch};
@@ -15,7 +19,7 @@ use tracing::{error, info, warn};
 use crate::buffer::Buffer;
 use crate::dedup::{Dedup, DedupConfig};
 use crate::maintenance::MaintenanceConfig;
-use crate::record::IngestRecord;
+use crate::record::{IngestRecord, encode_record};
 
 /// `skip` (event indices) as one flag per event.
 fn skip_mask(skip: &[u32], events: usize) -> Vec<bool> {
@@ -239,7 +243,7 @@ impl Ingester {
         meta: RequestMeta,
         endpoint: Endpoint,
         parsed: ParsedBody,
-        body: Vec<u8>,
+        body: &[u8],
     ) -> Result<usize, IngestError> {
         let stats = self.buffer.stats();
         if stats.bytes > self.flush.max_buffer_bytes {
@@ -248,31 +252,29 @@ impl Ingester {
                 buffered_bytes: stats.bytes,
             });
         }
-        let events = parsed.into_events(&meta)?;
-        let mut keys: Vec<u64> = events
-            .iter()
-            .map(|event| self.dedup.key(&event.source, &event.message_id))
-            .collect();
-        // What the source's IP policy removes must not reach the WAL either.
-        let body = logektor_event::scrub_body_ips(endpoint, &body, meta.ip_policy).unwrap_or(body);
-        // The common case (no duplicate) does all encoding before taking the dedup lock.
-        let mut batch = to_record_batch(&events);
-        let mut record = IngestRecord {
-            meta,
-            endpoint,
-            skip: Vec::new(),
-            body,
+        // The rows borrow from the parsed body; they live only until the batch is built.
+        let mut parsed = parsed;
+        let (mut batch, mut keys) = {
+            let rows = parsed.rows(&meta)?;
+            let keys: Vec<u64> = rows
+                .iter()
+                .map(|row| self.dedup.key(&row.source, &row.message_id))
+                .collect();
+            // The common case (no duplicate) does all encoding before taking the dedup lock.
+            (rows_to_record_batch(&rows), keys)
         };
-        let mut payload = record.encode();
+        drop(parsed);
+        let events = batch.num_rows();
+        // What the source's IP policy removes must not reach the WAL either.
+        let scrubbed = logektor_event::scrub_body_ips(endpoint, body, meta.ip_policy);
+        let body = scrubbed.as_deref().unwrap_or(body);
+        let mut payload = encode_record(&meta, endpoint, &[], body);
         let (pending, skip, originals, inserted, ticket) = {
             let mut state = self.dedup.lock();
             let ticket = self.next_ticket.fetch_add(1, Ordering::Relaxed);
-            let (skip, originals) = self.dedup.check_and_insert(
-                &mut state,
-                &keys,
-                record.meta.received_at_micros,
-                ticket,
-            );
+            let (skip, originals) =
+                self.dedup
+                    .check_and_insert(&mut state, &keys, meta.received_at_micros, ticket);
             let inserted: Vec<u64> = if skip.is_empty() {
                 std::mem::take(&mut keys)
             } else {
@@ -284,16 +286,13 @@ impl Ingester {
                     .collect()
             };
             if !skip.is_empty() {
-                let dropped = skip_mask(&skip, events.len());
-                let kept: Vec<_> = events
-                    .iter()
-                    .zip(&dropped)
-                    .filter(|(_, dropped)| !**dropped)
-                    .map(|(event, _)| event.clone())
+                let kept: BooleanArray = skip_mask(&skip, events)
+                    .into_iter()
+                    .map(|dropped| Some(!dropped))
                     .collect();
-                batch = to_record_batch(&kept);
-                record.skip = skip.clone();
-                payload = record.encode();
+                batch = filter_record_batch(&batch, &kept)
+                    .expect("a mask as long as the batch filters it");
+                payload = encode_record(&meta, endpoint, &skip, body);
             }
             // Enqueued under the lock: the WAL order matches the order of dedup decisions.
             let item = Appended {
@@ -309,7 +308,7 @@ impl Ingester {
                 ticket,
             )
         };
-        let count = events.len() - skip.len();
+        let count = events - skip.len();
         if !skip.is_empty() {
             metrics::counter!("logektor_events_duplicate_total").increment(skip.len() as u64);
         }

@@ -40,25 +40,30 @@ fn put_str<const WIDE: bool>(out: &mut Vec<u8>, text: &str) {
     out.extend_from_slice(&text.as_bytes()[..len]);
 }
 
+/// The bytes of the [`IngestRecord`] with these parts: what the request path writes to the WAL,
+/// the body copied once, straight from the request into the record.
+pub fn encode_record(meta: &RequestMeta, endpoint: Endpoint, skip: &[u32], body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + meta.source.len() + 4 * skip.len() + body.len());
+    out.push(VERSION);
+    out.push(endpoint.code());
+    out.extend_from_slice(&meta.received_at_micros.to_le_bytes());
+    out.extend_from_slice(&meta.request_id.to_le_bytes());
+    put_str::<true>(&mut out, &meta.source);
+    put_str::<false>(&mut out, meta.client_ip.as_deref().unwrap_or(""));
+    put_str::<true>(&mut out, meta.user_agent.as_deref().unwrap_or(""));
+    out.push(meta.ip_policy.code());
+    put_str::<false>(&mut out, meta.visitor_id.as_deref().unwrap_or(""));
+    out.extend_from_slice(&(skip.len() as u32).to_le_bytes());
+    for index in skip {
+        out.extend_from_slice(&index.to_le_bytes());
+    }
+    out.extend_from_slice(body);
+    out
+}
+
 impl IngestRecord {
     pub fn encode(&self) -> Vec<u8> {
-        let meta = &self.meta;
-        let mut out = Vec::with_capacity(64 + meta.source.len() + self.body.len());
-        out.push(VERSION);
-        out.push(self.endpoint.code());
-        out.extend_from_slice(&meta.received_at_micros.to_le_bytes());
-        out.extend_from_slice(&meta.request_id.to_le_bytes());
-        put_str::<true>(&mut out, &meta.source);
-        put_str::<false>(&mut out, meta.client_ip.as_deref().unwrap_or(""));
-        put_str::<true>(&mut out, meta.user_agent.as_deref().unwrap_or(""));
-        out.push(meta.ip_policy.code());
-        put_str::<false>(&mut out, meta.visitor_id.as_deref().unwrap_or(""));
-        out.extend_from_slice(&(self.skip.len() as u32).to_le_bytes());
-        for index in &self.skip {
-            out.extend_from_slice(&index.to_le_bytes());
-        }
-        out.extend_from_slice(&self.body);
-        out
+        encode_record(&self.meta, self.endpoint, &self.skip, &self.body)
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, String> {

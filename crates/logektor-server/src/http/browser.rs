@@ -114,7 +114,7 @@ async fn store_pixel(
     let endpoint = Endpoint::Single(kind);
     let parsed = Ingester::parse(endpoint, &body)?;
     if let Some(meta) = request_meta(state, source, headers, peer, true)? {
-        state.ingester.ingest(meta, endpoint, parsed, body).await?;
+        state.ingester.ingest(meta, endpoint, parsed, &body).await?;
     }
     Ok(())
 }

@@ -72,10 +72,7 @@ pub(super) async fn segment(
         }
     };
     if let Some(meta) = request_meta(&state, source, &headers, peer, false)? {
-        state
-            .ingester
-            .ingest(meta, endpoint, parsed, body.to_vec())
-            .await?;
+        state.ingester.ingest(meta, endpoint, parsed, &body).await?;
     }
     Ok(Json(json!({"success": true})))
 }

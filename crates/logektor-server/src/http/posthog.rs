@@ -73,7 +73,7 @@ pub(super) async fn capture(
     if let Some(meta) = request_meta(&state, source, &headers, peer, false)? {
         state
             .ingester
-            .ingest(meta, Endpoint::PostHog, parsed, json_body)
+            .ingest(meta, Endpoint::PostHog, parsed, &json_body)
             .await?;
     }
     Ok(Json(json!({"status": "Ok"})))

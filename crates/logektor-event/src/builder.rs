@@ -153,11 +153,8 @@ impl EventBatchBuilder {
         self.len() == 0
     }
 
-    pub fn append(&mut self, event: &Event) {
-        self.append_row(&event.as_row());
-    }
-
-    pub fn append_row(&mut self, event: &EventRow<'_>) {
+    /// Appends one row (an owned [`Event`] appends as `event.as_row()`).
+    pub fn append(&mut self, event: &EventRow<'_>) {
         self.message_id.append_value(&event.message_id);
         self.kind
             .append_option(event.kind.map(|kind| kind.as_str()));
@@ -207,7 +204,7 @@ pub fn to_record_batch(events: &[Event]) -> RecordBatch {
 pub fn rows_to_record_batch(rows: &[EventRow<'_>]) -> RecordBatch {
     let mut builder = EventBatchBuilder::with_text_bytes(rows.len(), TextBytes::of(rows));
     for row in rows {
-        builder.append_row(row);
+        builder.append(row);
     }
     builder.finish()
 }

@@ -519,7 +519,8 @@ impl ParsedBody {
 
     /// Like [`ParsedBody::into_events`], but the rows borrow from the body (and `meta`) where
     /// they can: the events of a Segment batch, decoded by [`crate::borrowed`], copy nothing
-    /// that the body holds as it is stored.
+    /// that the body holds as it is stored. Decodes once: the events of a body that is not a
+    /// Segment batch (single calls, PostHog) are moved out, so a second call finds none.
     pub fn rows<'a>(&'a mut self, meta: &'a RequestMeta) -> Result<Vec<EventRow<'a>>> {
         self.rows_with(meta, true)
     }

@@ -14,7 +14,7 @@ use std::hint::black_box;
 use arrow::record_batch::RecordBatch;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use logektor_event::segment::ParsedBody;
-use logektor_event::{Endpoint, RequestMeta, rows_to_record_batch};
+use logektor_event::{Endpoint, RequestMeta, to_record_batch};
 use logektor_loadgen::traffic;
 use logektor_table::{SortedRows, WRITE_CHUNK_ROWS, flush_writer_properties};
 use logektor_wal::{Wal, WalConfig};
@@ -42,7 +42,7 @@ fn meta() -> RequestMeta {
 fn decode_batch(body: &[u8]) -> RecordBatch {
     let mut parsed = ParsedBody::parse(Endpoint::Batch, body).unwrap();
     let meta = meta();
-    rows_to_record_batch(&parsed.rows(&meta).unwrap())
+    to_record_batch(&parsed.rows(&meta).unwrap())
 }
 
 fn decode(c: &mut Criterion) {

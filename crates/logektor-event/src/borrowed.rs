@@ -508,7 +508,7 @@ pub(crate) fn decode<'a>(
 /// below and by the Segment fuzz target.
 #[doc(hidden)]
 pub fn assert_same_rows(fast: &[Event], general: &[Event]) {
-    let json = |text: &Option<String>| {
+    let json = |text: &Option<Cow<'_, str>>| {
         text.as_deref().map(|text| {
             serde_json::from_str::<serde_json::Value>(text).expect("stored JSON parses")
         })
@@ -532,7 +532,7 @@ pub fn assert_same_rows(fast: &[Event], general: &[Event]) {
 mod tests {
     use super::*;
     use crate::segment::{Endpoint, ParsedBody};
-    use crate::{IpPolicy, rows_to_record_batch, to_record_batch};
+    use crate::{IpPolicy, to_record_batch};
 
     fn meta() -> RequestMeta {
         RequestMeta {
@@ -755,7 +755,7 @@ mod tests {
                     // WAL replay builds from owned events.
                     let mut parsed = ParsedBody::parse(Endpoint::Batch, body.as_bytes()).unwrap();
                     let rows = parsed.rows(&meta).unwrap();
-                    assert_eq!(rows_to_record_batch(&rows), to_record_batch(fast), "{body}");
+                    assert_eq!(to_record_batch(&rows), to_record_batch(fast), "{body}");
                 }
                 (Err(fast), Err(general)) => {
                     assert_eq!(fast.to_string(), general.to_string(), "{body}")

@@ -1,4 +1,4 @@
-//! Canonical [`Event`]s into Arrow record batches of [`events_schema`].
+//! Canonical [`Event`](crate::Event)s into Arrow record batches of [`events_schema`].
 
 use std::sync::Arc;
 
@@ -9,7 +9,7 @@ use arrow::array::{
 use arrow::record_batch::RecordBatch;
 
 use crate::schema::events_schema;
-use crate::segment::{Event, EventRow};
+use crate::segment::EventRow;
 
 /// Appends events column by column; [`EventBatchBuilder::finish`] yields one record batch.
 pub struct EventBatchBuilder {
@@ -153,7 +153,7 @@ impl EventBatchBuilder {
         self.len() == 0
     }
 
-    /// Appends one row (an owned [`Event`] appends as `event.as_row()`).
+    /// Appends one row.
     pub fn append(&mut self, event: &EventRow<'_>) {
         self.message_id.append_value(&event.message_id);
         self.kind
@@ -194,14 +194,9 @@ impl EventBatchBuilder {
     }
 }
 
-/// Builds one record batch from a slice of events, each column allocated once at its exact size.
-pub fn to_record_batch(events: &[Event]) -> RecordBatch {
-    let rows: Vec<EventRow<'_>> = events.iter().map(Event::as_row).collect();
-    rows_to_record_batch(&rows)
-}
-
-/// [`to_record_batch`] for rows.
-pub fn rows_to_record_batch(rows: &[EventRow<'_>]) -> RecordBatch {
+/// Builds one record batch from rows (owned [`Event`](crate::Event)s or borrowed), each column
+/// allocated once at its exact size.
+pub fn to_record_batch(rows: &[EventRow<'_>]) -> RecordBatch {
     let mut builder = EventBatchBuilder::with_text_bytes(rows.len(), TextBytes::of(rows));
     for row in rows {
         builder.append(row);
@@ -213,7 +208,7 @@ pub fn rows_to_record_batch(rows: &[EventRow<'_>]) -> RecordBatch {
 mod tests {
     use super::*;
     use crate::schema::COLUMNS;
-    use crate::segment::EventType;
+    use crate::segment::{Event, EventType};
     use arrow::array::{Array, BooleanArray, StringArray};
 
     #[test]

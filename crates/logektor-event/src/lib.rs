@@ -29,7 +29,7 @@ pub mod segment;
 mod time;
 mod walk;
 
-pub use builder::{EventBatchBuilder, rows_to_record_batch, to_record_batch};
+pub use builder::{EventBatchBuilder, to_record_batch};
 pub use enrich::IpPolicy;
 pub use error::{DecodeError, Result};
 pub use segment::{

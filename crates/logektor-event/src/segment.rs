@@ -139,43 +139,14 @@ impl RequestMeta {
     }
 }
 
-/// One canonical event: a row of the `events` table before it becomes Arrow.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Event {
-    pub message_id: String,
-    pub kind: Option<EventType>,
-    pub event: Option<String>,
-    pub timestamp: i64,
-    pub received_at: i64,
-    pub sent_at: Option<i64>,
-    pub source: String,
-    pub anonymous_id: Option<String>,
-    pub user_id: Option<String>,
-    pub session_id: Option<String>,
-    pub group_id: Option<String>,
-    pub previous_id: Option<String>,
-    pub page_url: Option<String>,
-    pub page_path: Option<String>,
-    pub page_title: Option<String>,
-    pub page_referrer: Option<String>,
-    pub referrer_host: Option<String>,
-    pub utm: [Option<String>; 5],
-    /// The user agent (`user_agent`) and what it says (`browser`, `os`, `device_type`,
-    /// `is_bot`), shared by every event with the same one.
-    pub agent: Option<Arc<UserAgentInfo>>,
-    pub ip: Option<String>,
-    pub locale: Option<String>,
-    pub properties: Option<String>,
-    pub traits: Option<String>,
-    pub context: Option<String>,
-    /// Days since the epoch of `timestamp` (the partition).
-    pub event_date: i32,
-}
+/// One canonical event: a row of the `events` table before it becomes Arrow, owning its text.
+/// The same type as the request path's [`EventRow`], with every field owned.
+pub type Event = EventRow<'static>;
 
-/// An [`Event`] whose text may still be borrowed from the request body: what the ingest path
-/// turns into Arrow, so each field is copied once, into its column, rather than first into a
-/// `String` of its own (allocating and freeing ~15 of those per event was 6% of the server's
-/// CPU at full load). Same fields, same meaning as [`Event`].
+/// One row of the `events` table whose text may still be borrowed from the request body: what
+/// the ingest path turns into Arrow, so each field is copied once, into its column, rather than
+/// first into a `String` of its own (allocating and freeing ~15 of those per event was 6% of
+/// the server's CPU at full load). [`Event`] is the owned form (WAL replay, tools, tests).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct EventRow<'a> {
     pub message_id: Cow<'a, str>,
@@ -196,96 +167,33 @@ pub struct EventRow<'a> {
     pub page_referrer: Option<Cow<'a, str>>,
     pub referrer_host: Option<Cow<'a, str>>,
     pub utm: [Option<Cow<'a, str>>; 5],
+    /// The user agent (`user_agent`) and what it says (`browser`, `os`, `device_type`,
+    /// `is_bot`), shared by every event with the same one.
     pub agent: Option<Arc<UserAgentInfo>>,
     pub ip: Option<Cow<'a, str>>,
     pub locale: Option<Cow<'a, str>>,
     pub properties: Option<Cow<'a, str>>,
     pub traits: Option<Cow<'a, str>>,
     pub context: Option<Cow<'a, str>>,
+    /// Days since the epoch of `timestamp` (the partition).
     pub event_date: i32,
 }
 
-impl Event {
-    /// This event as a row, borrowing its text.
-    pub fn as_row(&self) -> EventRow<'_> {
-        fn text(value: &Option<String>) -> Option<Cow<'_, str>> {
-            value.as_deref().map(Cow::Borrowed)
-        }
-        EventRow {
-            message_id: Cow::Borrowed(&self.message_id),
-            kind: self.kind,
-            event: text(&self.event),
-            timestamp: self.timestamp,
-            received_at: self.received_at,
-            sent_at: self.sent_at,
-            source: Cow::Borrowed(&self.source),
-            anonymous_id: text(&self.anonymous_id),
-            user_id: text(&self.user_id),
-            session_id: text(&self.session_id),
-            group_id: text(&self.group_id),
-            previous_id: text(&self.previous_id),
-            page_url: text(&self.page_url),
-            page_path: text(&self.page_path),
-            page_title: text(&self.page_title),
-            page_referrer: text(&self.page_referrer),
-            referrer_host: text(&self.referrer_host),
-            utm: self.utm.each_ref().map(text),
-            agent: self.agent.clone(),
-            ip: text(&self.ip),
-            locale: text(&self.locale),
-            properties: text(&self.properties),
-            traits: text(&self.traits),
-            context: text(&self.context),
-            event_date: self.event_date,
-        }
-    }
-}
-
-impl From<Event> for EventRow<'static> {
-    fn from(event: Event) -> Self {
-        let text = |value: Option<String>| value.map(Cow::Owned);
-        EventRow {
-            message_id: Cow::Owned(event.message_id),
-            kind: event.kind,
-            event: text(event.event),
-            timestamp: event.timestamp,
-            received_at: event.received_at,
-            sent_at: event.sent_at,
-            source: Cow::Owned(event.source),
-            anonymous_id: text(event.anonymous_id),
-            user_id: text(event.user_id),
-            session_id: text(event.session_id),
-            group_id: text(event.group_id),
-            previous_id: text(event.previous_id),
-            page_url: text(event.page_url),
-            page_path: text(event.page_path),
-            page_title: text(event.page_title),
-            page_referrer: text(event.page_referrer),
-            referrer_host: text(event.referrer_host),
-            utm: event.utm.map(text),
-            agent: event.agent,
-            ip: text(event.ip),
-            locale: text(event.locale),
-            properties: text(event.properties),
-            traits: text(event.traits),
-            context: text(event.context),
-            event_date: event.event_date,
-        }
-    }
-}
-
 impl EventRow<'_> {
-    /// The row as an [`Event`] that owns its text.
+    /// The row with its text copied out of whatever it borrowed from.
     pub fn into_owned(self) -> Event {
-        let text = |value: Option<Cow<'_, str>>| value.map(Cow::into_owned);
-        Event {
-            message_id: self.message_id.into_owned(),
+        fn own(value: Cow<'_, str>) -> Cow<'static, str> {
+            Cow::Owned(value.into_owned())
+        }
+        let text = |value: Option<Cow<'_, str>>| value.map(own);
+        EventRow {
+            message_id: own(self.message_id),
             kind: self.kind,
             event: text(self.event),
             timestamp: self.timestamp,
             received_at: self.received_at,
             sent_at: self.sent_at,
-            source: self.source.into_owned(),
+            source: own(self.source),
             anonymous_id: text(self.anonymous_id),
             user_id: text(self.user_id),
             session_id: text(self.session_id),
@@ -542,14 +450,14 @@ impl ParsedBody {
                     None => {
                         let location = format!("batch[{index}]");
                         let object = parse_object(text.as_bytes(), &location)?;
-                        EventRow::from(build_event(
+                        build_event(
                             meta,
                             index,
                             RawEvent::new(location, object),
                             None,
                             this.batch_context.as_ref(),
                             batch_sent_at,
-                        )?)
+                        )?
                     }
                 };
                 out.push(row);
@@ -557,14 +465,14 @@ impl ParsedBody {
             return Ok(out);
         }
         for (index, raw) in events.into_iter().enumerate() {
-            out.push(EventRow::from(build_event(
+            out.push(build_event(
                 meta,
                 index,
                 raw,
                 this.implied_type,
                 this.batch_context.as_ref(),
                 batch_sent_at,
-            )?));
+            )?);
         }
         Ok(out)
     }

@@ -8,9 +8,7 @@ use arrow::array::BooleanArray;
 use arrow::compute::filter_record_batch;
 use arrow::record_batch::RecordBatch;
 use logektor_event::segment::ParsedBody;
-use logektor_event::{
-    DecodeError, Endpoint, RequestMeta, decode, rows_to_record_batch, to_record_batch,
-};
+use logektor_event::{DecodeError, Endpoint, RequestMeta, decode, to_record_batch};
 use logektor_table::{EventTable, TableLocation};
 use logektor_wal::{Wal, WalConfig};
 use tokio::sync::{Mutex, Notify, watch};
@@ -261,7 +259,7 @@ impl Ingester {
                 .map(|row| self.dedup.key(&row.source, &row.message_id))
                 .collect();
             // The common case (no duplicate) does all encoding before taking the dedup lock.
-            (rows_to_record_batch(&rows), keys)
+            (to_record_batch(&rows), keys)
         };
         drop(parsed);
         let events = batch.num_rows();

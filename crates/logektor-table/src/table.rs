@@ -654,7 +654,7 @@ mod tests {
     /// Flush files fall back to `PLAIN` for text: the format-2 default, `DELTA_BYTE_ARRAY`,
     /// reserves two 1 MiB buffers per text column writer before writing a value.
     #[tokio::test]
-    async fn flush_files_write_text_without_delta_encodings() {
+    async fn flush_files_write_text_without_delta_encodings_or_json_statistics() {
         use parquet::basic::{Encoding, Type};
         use parquet::file::reader::{FileReader, SerializedFileReader};
 
@@ -693,6 +693,8 @@ mod tests {
                     if name == "message_id" {
                         assert!(encodings.contains(&Encoding::PLAIN), "{encodings:?}");
                     }
+                    let json = ["properties", "traits", "context"].contains(&name.as_str());
+                    assert_eq!(column.statistics().is_none(), json, "{name}");
                 }
             }
         }

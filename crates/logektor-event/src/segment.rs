@@ -139,8 +139,8 @@ impl RequestMeta {
     }
 }
 
-/// One canonical event: a row of the `events` table before it becomes Arrow, owning its text.
-/// The same type as the request path's [`EventRow`], with every field owned.
+/// One canonical event: a row of the `events` table before it becomes Arrow, owning its text
+/// (WAL replay, tools, tests). The request path's [`EventRow`] with nothing borrowed.
 pub type Event = EventRow<'static>;
 
 /// One row of the `events` table whose text may still be borrowed from the request body: what

@@ -652,7 +652,8 @@ mod tests {
     }
 
     /// Flush files fall back to `PLAIN` for text: the format-2 default, `DELTA_BYTE_ARRAY`,
-    /// reserves two 1 MiB buffers per text column writer before writing a value.
+    /// reserves two 1 MiB buffers per text column writer before writing a value. Every text
+    /// column has statistics except the JSON documents (`layout::WITHOUT_STATISTICS`).
     #[tokio::test]
     async fn flush_files_write_text_without_delta_encodings_or_json_statistics() {
         use parquet::basic::{Encoding, Type};

@@ -480,7 +480,7 @@ const ID_BLOOM_FPP: f64 = 0.01;
 /// (`json_as_text(properties, 'plan') = 'pro'`), so no filter can use their value ranges.
 /// Their page minimums and maximums cost a comparison of each long value (a `memcmp` under
 /// Parquet's byte-array encoder, 1.8% of the server's CPU at full ingest load; without them
-/// the server took 3.5% less CPU per event) and bytes in every file's column index and every
+/// the server took ~3% less CPU per event) and bytes in every file's column index and every
 /// Delta log entry. Message ids keep theirs: random ones need the bloom filter below, but ids
 /// that grow with time (UUIDv7, `prefix-time-n`) let a lookup skip files by their range.
 const WITHOUT_STATISTICS: &[&str] = &["properties", "traits", "context"];

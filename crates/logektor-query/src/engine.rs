@@ -24,6 +24,7 @@ use crate::like_memo::MemoizedLike;
 use crate::provider::{EventsProvider, Scope};
 use crate::run_count::RunCount;
 use crate::running_window::RunningWindow;
+use crate::sort_runs::LongerSortRuns;
 use datafusion::logical_expr::LogicalPlan;
 
 /// A consistent view: a table snapshot and the buffered batches that snapshot does not hold.
@@ -97,10 +98,13 @@ pub fn default_memory_limit() -> usize {
 }
 
 /// DataFusion's settings for every query: Parquet filter pushdown on (late materialization pays
-/// for the selective filters dashboards use), then whatever `DATAFUSION_*` environment
-/// variables set, named as in DataFusion's configuration reference
-/// (`DATAFUSION_EXECUTION_BATCH_SIZE` sets `datafusion.execution.batch_size`). The SQL API
-/// cannot change them (`SET` is refused); an invalid variable fails start-up.
+/// for the selective filters dashboards use) and batches of 16Ki rows instead of 8Ki (the
+/// session reports' joins, windows and aggregates pay a cost per batch over ten million rows;
+/// 64Ki made filters over the JSON columns dearer, their batches outgrowing the cache:
+/// benches/README.md); then whatever `DATAFUSION_*` environment variables set, named as in
+/// DataFusion's configuration reference (`DATAFUSION_EXECUTION_BATCH_SIZE` sets
+/// `datafusion.execution.batch_size`). The SQL API cannot change them (`SET` is refused); an
+/// invalid variable fails start-up.
 fn datafusion_options() -> Result<ConfigOptions> {
     let invalid = |err: DataFusionError| {
         QueryError::Internal(format!("DATAFUSION_* environment variables: {err}"))
@@ -109,6 +113,7 @@ fn datafusion_options() -> Result<ConfigOptions> {
     for (key, value) in [
         ("datafusion.execution.parquet.pushdown_filters", "true"),
         ("datafusion.execution.parquet.reorder_filters", "true"),
+        ("datafusion.execution.batch_size", "16384"),
     ] {
         if std::env::var_os(key.to_uppercase().replace('.', "_")).is_none() {
             options.set(key, value).map_err(invalid)?;
@@ -167,6 +172,8 @@ impl QueryEngine {
             .with_physical_optimizer_rule(Arc::new(RunCount))
             // lag and running sum/max/min over sorted partitions: one pass, not per partition.
             .with_physical_optimizer_rule(Arc::new(RunningWindow))
+            // full sorts fed 64Ki-row batches: fewer runs for their merge to compare.
+            .with_physical_optimizer_rule(Arc::new(LongerSortRuns))
             // json_as_text(doc, key) = 'value' parses only documents that contain the value.
             .with_analyzer_rule(Arc::new(JsonEqualsFilter))
             // url LIKE '%…%' matches each distinct value of a batch once.

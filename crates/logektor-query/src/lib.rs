@@ -45,6 +45,7 @@ pub mod request;
 pub mod run_count;
 pub mod running_window;
 mod shared;
+pub mod sort_runs;
 #[cfg(test)]
 mod test_support;
 

@@ -144,6 +144,12 @@ mod tests {
         (text, rows)
     }
 
+    fn pretty(rows: &[RecordBatch]) -> String {
+        arrow::util::pretty::pretty_format_batches(rows)
+            .unwrap()
+            .to_string()
+    }
+
     #[tokio::test]
     async fn full_sorts_get_longer_runs_and_the_same_answers() {
         let (with_rule, without) = contexts().await;
@@ -159,14 +165,7 @@ mod tests {
             plan.matches("SortExec").count(),
             plain_plan.matches("SortExec").count()
         );
-        assert_eq!(
-            arrow::util::pretty::pretty_format_batches(&rows)
-                .unwrap()
-                .to_string(),
-            arrow::util::pretty::pretty_format_batches(&expected)
-                .unwrap()
-                .to_string()
-        );
+        assert_eq!(pretty(&rows), pretty(&expected));
         assert_eq!(rows.iter().map(RecordBatch::num_rows).sum::<usize>(), 4000);
     }
 
@@ -178,13 +177,6 @@ mod tests {
         let (_, expected) = plan_and_rows(&without, top).await;
         assert!(plan.contains("TopK(fetch=5)"), "{plan}");
         assert!(!plan.contains("CoalesceBatchesExec"), "{plan}");
-        assert_eq!(
-            arrow::util::pretty::pretty_format_batches(&rows)
-                .unwrap()
-                .to_string(),
-            arrow::util::pretty::pretty_format_batches(&expected)
-                .unwrap()
-                .to_string()
-        );
+        assert_eq!(pretty(&rows), pretty(&expected));
     }
 }

@@ -17,6 +17,7 @@ use futures::StreamExt;
 use logektor_table::{CountFromFileIndex, TableSnapshot};
 use tokio::time::Instant;
 
+use crate::broadcast_join::with_broadcast_unique_build;
 use crate::distinct_views::DistinctViews;
 use crate::error::{QueryError, Result};
 use crate::json_filter::JsonEqualsFilter;
@@ -166,6 +167,8 @@ impl QueryEngine {
             .with_config(config)
             .with_runtime_env(Arc::clone(&self.runtime))
             .with_default_features()
+            // joins on an aggregate's group keys broadcast it: no repartition of the probe side.
+            .with_physical_optimizer_rules(with_broadcast_unique_build())
             // count(*) grouped by partition columns from the file index's row counts.
             .with_physical_optimizer_rule(Arc::new(CountFromFileIndex))
             // count(*) grouped by columns that arrive in runs (the sort order): a row per run.

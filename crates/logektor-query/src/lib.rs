@@ -23,12 +23,16 @@
 //!   where the table's sort order leaves them in runs.
 //! - [`running_window`] computes `lag` and running `sum`/`max`/`min` windows over sorted
 //!   partitions in one pass per batch (the session reports' windows).
+//! - [`sort_runs`] feeds full sorts 64Ki-row batches: fewer sorted runs for their merge.
+//! - [`broadcast_join`] broadcasts a join's build side when it is an aggregate grouped by the
+//!   join keys (the reports' visitor resolution): no repartition of the events it probes with.
 //! - [`format`] encodes result batches as JSON, NDJSON, CSV, Arrow IPC or Parquet, one chunk per
 //!   batch so large results stream.
 //!
 //! Invariant: the query path never writes: no DDL, DML, COPY or SET, no file-reading table
 //! functions or URL tables; spilling only to the engine's own bounded temporary files.
 
+pub mod broadcast_join;
 pub mod distinct_views;
 mod engine;
 mod error;

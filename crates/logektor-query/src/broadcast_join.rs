@@ -137,8 +137,9 @@ mod tests {
 
     use arrow::array::{Int64Array, RecordBatch, StringArray};
     use arrow::datatypes::{DataType, Field, Schema};
-    use datafusion::physical_plan::{collect, displayable};
     use datafusion::prelude::{SessionConfig, SessionContext};
+
+    use crate::test_support::{run_physical, session_with_table};
 
     /// Sessions over `events(anonymous_id, user_id, ts)` in many partitions, with the rule and
     /// without it.
@@ -186,32 +187,23 @@ mod tests {
             if with_rule {
                 builder = builder.with_physical_optimizer_rules(with_broadcast_unique_build());
             }
-            let ctx = SessionContext::new_with_state(builder.build());
-            let table = datafusion::datasource::MemTable::try_new(
+            session_with_table(
+                builder.build(),
+                "events",
                 Arc::clone(&schema),
                 batches.chunks(4).map(<[_]>::to_vec).collect(),
             )
-            .unwrap();
-            ctx.register_table("events", Arc::new(table)).unwrap();
-            ctx
         };
         (make(true), make(false))
     }
 
+    /// The physical plan as text and the answer as a table.
     async fn plan_and_rows(ctx: &SessionContext, sql: &str) -> (String, String) {
-        let plan = ctx
-            .sql(sql)
-            .await
-            .unwrap()
-            .create_physical_plan()
-            .await
-            .unwrap();
-        let text = displayable(plan.as_ref()).indent(false).to_string();
-        let rows = collect(plan, ctx.task_ctx()).await.unwrap();
+        let (plan, rows) = run_physical(ctx, sql).await;
         let rows = arrow::util::pretty::pretty_format_batches(&rows)
             .unwrap()
             .to_string();
-        (text, rows)
+        (plan, rows)
     }
 
     /// The reports' visitor resolution, then an aggregate grouped by the probe's join key:

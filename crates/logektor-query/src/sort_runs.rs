@@ -82,8 +82,9 @@ mod tests {
 
     use arrow::array::{Int64Array, RecordBatch, StringArray};
     use arrow::datatypes::{DataType, Field, Schema};
-    use datafusion::physical_plan::{collect, displayable};
     use datafusion::prelude::{SessionConfig, SessionContext};
+
+    use crate::test_support::{run_physical, session_with_table};
 
     /// A session with the rule, over `t(visitor, ts)` in many small batches, and one without.
     async fn contexts() -> (SessionContext, SessionContext) {
@@ -119,29 +120,14 @@ mod tests {
             if with_rule {
                 builder = builder.with_physical_optimizer_rule(Arc::new(LongerSortRuns));
             }
-            let ctx = SessionContext::new_with_state(builder.build());
-            let table = datafusion::datasource::MemTable::try_new(
+            session_with_table(
+                builder.build(),
+                "t",
                 Arc::clone(&schema),
                 batches.chunks(10).map(<[_]>::to_vec).collect(),
             )
-            .unwrap();
-            ctx.register_table("t", Arc::new(table)).unwrap();
-            ctx
         };
         (make(true), make(false))
-    }
-
-    async fn plan_and_rows(ctx: &SessionContext, sql: &str) -> (String, Vec<RecordBatch>) {
-        let plan = ctx
-            .sql(sql)
-            .await
-            .unwrap()
-            .create_physical_plan()
-            .await
-            .unwrap();
-        let text = displayable(plan.as_ref()).indent(false).to_string();
-        let rows = collect(plan, ctx.task_ctx()).await.unwrap();
-        (text, rows)
     }
 
     fn pretty(rows: &[RecordBatch]) -> String {
@@ -156,8 +142,8 @@ mod tests {
         // A window partitioned by visitor: a hash repartition, then a sort per partition.
         let windowed = "SELECT visitor, ts, lag(ts) OVER (PARTITION BY visitor ORDER BY ts) AS prev \
                         FROM t ORDER BY visitor NULLS FIRST, ts, prev";
-        let (plan, rows) = plan_and_rows(&with_rule, windowed).await;
-        let (plain_plan, expected) = plan_and_rows(&without, windowed).await;
+        let (plan, rows) = run_physical(&with_rule, windowed).await;
+        let (plain_plan, expected) = run_physical(&without, windowed).await;
         let long = format!("CoalesceBatchesExec: target_batch_size={SORT_RUN_ROWS}");
         assert!(plan.contains(&long), "{plan}");
         assert!(!plain_plan.contains(&long), "{plain_plan}");
@@ -173,8 +159,8 @@ mod tests {
     async fn top_k_sorts_keep_their_input() {
         let (with_rule, without) = contexts().await;
         let top = "SELECT visitor, ts FROM t ORDER BY ts DESC, visitor LIMIT 5";
-        let (plan, rows) = plan_and_rows(&with_rule, top).await;
-        let (_, expected) = plan_and_rows(&without, top).await;
+        let (plan, rows) = run_physical(&with_rule, top).await;
+        let (_, expected) = run_physical(&without, top).await;
         assert!(plan.contains("TopK(fetch=5)"), "{plan}");
         assert!(!plan.contains("CoalesceBatchesExec"), "{plan}");
         assert_eq!(pretty(&rows), pretty(&expected));

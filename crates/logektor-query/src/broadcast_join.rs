@@ -2,7 +2,7 @@
 //!
 //! Most reports resolve visitors with `identified i RIGHT JOIN scoped s ON s.anonymous_id =
 //! i.anonymous_id`, where `identified` is an aggregate grouped by `anonymous_id`: one row per
-//! identified anonymous id, a few per cent of the events it is joined with. DataFusion knows no
+//! identified anonymous id (120,436 for the benchmark's 10 million events). DataFusion knows no
 //! size for an aggregate's output, so it cannot choose a broadcast (`CollectLeft`) join by its
 //! thresholds and plans a partitioned one: both sides hash-repartitioned by `anonymous_id`,
 //! which copies every scoped event (millions of rows, a dozen columns) through a repartition
@@ -14,7 +14,9 @@
 //! side has no more rows than distinct keys — and the join type keeps working with one shared
 //! build side (`INNER`, `RIGHT`). The probe side then streams through in the partitions it
 //! already has; the build side is collected once and shared, its memory counted in the pool as
-//! before.
+//! before. `CollectLeft` answers these join types correctly whatever the build side holds;
+//! uniqueness is only what makes it the cheaper plan. The price, where an aggregate has millions
+//! of groups, is that one task builds the whole hash table instead of one per partition.
 //!
 //! The rule must run right after DataFusion's `join_selection` and before `EnsureRequirements`
 //! ([`with_broadcast_unique_build`] puts it there): the partition mode decides which

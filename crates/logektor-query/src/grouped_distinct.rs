@@ -12,13 +12,14 @@
 //! view (length and bytes), any longer one as its number in an interner. A string is exactly
 //! one of the three, so a group's count is the size of its sets. Rows go into the sets in
 //! group order (a counting sort of the batch, while there are at most [`MAX_SORTED_GROUPS`]
-//! groups), so each group's set is filled while it is in the cache. A group's UUIDs are kept in
-//! 64 sets chosen by a hash of the bits, and a batch's go in part by part: a group can hold
-//! ~200,000 ids (`events_per_day` on the benchmark's data: a day's visitors of one event type),
-//! a table of several MB that one insert after another missed the cache in (set inserts were
-//! 23.5% of that report's CPU; in parts, 1,685 → 1,593 ms per run, alternating, mean of 6;
-//! reports with smaller groups unchanged). The state is DataFusion's (a list of the group's
-//! strings per group), so partial states pass to any `count(DISTINCT)` accumulator and back.
+//! groups), so each group's set is filled while it is in the cache. A group's UUIDs past
+//! [`SPLIT_AT`] are kept in 64 sets chosen by a hash of the bits, and a batch's go in part by
+//! part: a group can hold ~200,000 ids (`events_per_day` on the benchmark's data: a day's
+//! visitors of one event type), a table of several MB that one insert after another missed the
+//! cache in (set inserts were 23.5% of that report's CPU, 18.6% in parts; server CPU per run
+//! 1,685 → 1,593 ms, alternating, mean of 6; reports with smaller groups unchanged). The state
+//! is DataFusion's (a list of the group's strings per group), so partial states pass to any
+//! `count(DISTINCT)` accumulator and back.
 //!
 //! Measured on the 10M-event benchmark table, server CPU per report run against DataFusion's
 //! adapter: `events_per_day` 1,467–1,497 → 1,190–1,267 ms, `active_users` 3,370–3,433 →
@@ -62,16 +63,24 @@ pub struct GroupedDistinct {
 /// The distinct values of one group.
 #[derive(Debug, Default)]
 struct GroupSet {
-    /// The bits of canonical UUID texts, in [`UUID_PARTS`] sets chosen by [`part`] (none until
-    /// the first UUID).
+    /// The bits of canonical UUID texts: none until the first, one set up to [`SPLIT_AT`], then
+    /// [`UUID_PARTS`] sets chosen by [`part`].
     uuids: Vec<hashbrown::HashSet<u128>>,
     /// Every other string as a [`Key::Other`].
     others: hashbrown::HashSet<u128>,
 }
 
 /// Parts of a group's UUID set. A group of a day's visitors can hold ~200,000 ids, several MB
-/// of table; a batch's ids inserted part by part touch one part (~100 KB) at a time.
+/// of table; a batch's ids inserted part by part touch one part (~60 KB) at a time.
 const UUID_PARTS: usize = 64;
+
+/// UUIDs a group's single set holds before it is split into [`UUID_PARTS`]: such a table is
+/// still in the cache, and queries with tens of thousands of small groups (visitors per page)
+/// keep one set, not 64, per group. (Small in the unit tests, so that they split.)
+#[cfg(not(test))]
+const SPLIT_AT: usize = 8_192;
+#[cfg(test)]
+const SPLIT_AT: usize = 64;
 
 /// The part of a group's UUID set that holds `bits` (UUIDv7's leading bits are a time, so the
 /// part mixes all of them).
@@ -91,15 +100,28 @@ impl GroupSet {
     }
 
     fn insert_uuid(&mut self, bits: u128) {
-        if self.uuids.is_empty() {
-            self.uuids.resize_with(UUID_PARTS, Default::default);
+        match self.uuids.len() {
+            0 => self.uuids.push(hashbrown::HashSet::from_iter([bits])),
+            1 => {
+                self.uuids[0].insert(bits);
+                if self.uuids[0].len() > SPLIT_AT {
+                    let whole = std::mem::take(&mut self.uuids[0]);
+                    self.uuids = (0..UUID_PARTS).map(|_| Default::default()).collect();
+                    for bits in whole {
+                        self.uuids[part(bits)].insert(bits);
+                    }
+                }
+            }
+            _ => {
+                self.uuids[part(bits)].insert(bits);
+            }
         }
-        self.uuids[part(bits)].insert(bits);
     }
 
-    /// Inserts `bits` (sorted by [`part`] into `sorted` first when there are many).
+    /// Inserts `bits`; into a split set with many of them, sorted by [`part`] (in `sorted`)
+    /// first.
     fn insert_uuids(&mut self, bits: &[u128], sorted: &mut Vec<u128>, counts: &mut Vec<u32>) {
-        if bits.len() < 4 * UUID_PARTS {
+        if self.uuids.len() < UUID_PARTS || bits.len() < 4 * UUID_PARTS {
             for &bits in bits {
                 self.insert_uuid(bits);
             }
